@@ -1,0 +1,33 @@
+/*
+ * registry.c — the fixed table of backends built into this copse, CPU last.
+ */
+#include <string.h>
+
+#include "backend-impl.h"
+
+typedef copse_backend_reg *(*reg_fn)(void);
+
+static const reg_fn backend_table[] = {
+    /* device backends go first, each under #if COPSE_HAVE_<B> */
+    copse_backend_cpu_reg,
+};
+
+size_t copse__backend_count(void)
+{
+    return sizeof backend_table / sizeof backend_table[0];
+}
+
+copse_backend_reg *copse__backend_get(size_t i)
+{
+    return i < copse__backend_count() ? backend_table[i]() : NULL;
+}
+
+copse_backend_reg *copse__backend_find(const char *name)
+{
+    for (size_t i = 0; i < copse__backend_count(); i++) {
+        copse_backend_reg *r = backend_table[i]();
+        if (r && strcmp(r->name, name) == 0)
+            return r;
+    }
+    return NULL;
+}

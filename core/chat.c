@@ -1,0 +1,2 @@
+/* chat.c — chat templates (placeholder until the chat work lands). */
+#include "chat.h"
