@@ -1,0 +1,1 @@
+/* kvcache.c — placeholder; the kvcache work replaces it. */

@@ -1,0 +1,1 @@
+/* sampling.c — placeholder; the sampling work replaces it. */
