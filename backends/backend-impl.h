@@ -5,10 +5,12 @@
  * { interface by value, owner, void *ctx }. Entries marked (optional) may be
  * NULL; the core then supplies a fallback or reports COPSE_EUNSUPPORTED.
  *
- * This is the foundation sketch: registration, devices and buffers are real;
- * the compute ops (embed, rms_norm, rope, add, swiglu, matmul, kv_store,
- * attention, verify, kv_commit) join the queue interface with the CPU
- * inference work, each with a CPU scalar reference.
+ * Compute ops run on a queue, in submission order, on tensors that are views
+ * into buffers of the queue's device (copse_tensor). Small per-call metadata
+ * (token ids, positions, block tables, masks) is passed as host arrays; a
+ * device backend uploads what it needs. The core never touches device memory
+ * directly. Every op has a scalar reference in the CPU backend, the oracle of
+ * the conformance tests.
  *
  * Threading: registration and device queries are thread-safe. A queue is used
  * by one thread at a time; work on one queue runs in submission order.
@@ -60,9 +62,130 @@ struct copse_backend_buffer {
     void *ctx;
 };
 
+/* ---------------------------------------------------------------- tensors and ops */
+
+/* A 2-D view into a buffer: ne[1] rows of ne[0] elements of `type` (a
+ * copse_qtype; ne[0] a multiple of its block size), row r starting at byte
+ * offset + r * row_stride. Activations are F32 rows, one per token. */
+typedef struct copse_tensor {
+    copse_backend_buffer *buf;
+    size_t offset;
+    uint32_t type;
+    int64_t ne[2];
+    size_t row_stride;
+} copse_tensor;
+
+/* Rotary embedding. NORM rotates adjacent pairs (x[2i], x[2i+1]) (llama);
+ * NEOX rotates (x[i], x[i + head_dim/2]). Angle for pair i at position p:
+ * p * freq_scale * theta_base^(-2i/head_dim). */
+typedef enum copse_rope_mode { COPSE_ROPE_NORM = 0, COPSE_ROPE_NEOX = 2 } copse_rope_mode;
+
+typedef struct copse_rope_params {
+    copse_rope_mode mode;
+    int32_t n_heads;
+    int32_t head_dim;
+    float theta_base;
+    float freq_scale; /* 1 / linear scaling factor */
+} copse_rope_params;
+
+/* Paged attention over a ragged batch (host arrays, valid for the call).
+ *
+ * The n_tokens new tokens are grouped by sequence: sequence s owns batch
+ * tokens [first[s], first[s] + n_new[s]). Their K/V entries were stored (by
+ * kv_store) at positions committed[s] + j, j = 0 .. n_new[s]-1 (tree node j
+ * of a speculative tree, or the j-th token of a prefill chunk). Token j of
+ * sequence s sees key positions [0, committed[s]) — the committed prefix —
+ * and the new entries k with mask bit (j, k) set. mask[s] == NULL means causal
+ * (k <= j: prefill, decode, chains); otherwise mask[s] holds n_new[s] rows of
+ * ceil(n_new[s] / 64) words, bit k of row j set iff node k is an ancestor of
+ * node j or j itself. Positions map to cache slots through the sequence's
+ * block table: slot = table[pos / block_size] * block_size + pos % block_size. */
+typedef struct copse_attn_batch {
+    int32_t n_seqs;
+    int32_t n_tokens;
+    int32_t block_size;
+    const int32_t *first;          /* [n_seqs] */
+    const int32_t *n_new;          /* [n_seqs] */
+    const int32_t *committed;      /* [n_seqs] */
+    const int32_t *const *tables;  /* [n_seqs] block tables */
+    const uint64_t *const *mask;   /* [n_seqs], entries may be NULL (causal) */
+    int32_t n_heads;
+    int32_t n_kv_heads;            /* n_heads % n_kv_heads == 0 (grouped-query) */
+    int32_t head_dim;
+    float scale;                   /* usually 1/sqrt(head_dim) */
+} copse_attn_batch;
+
+/* One KV entry move (slots), see core/kvcache.h for the ordering contract:
+ * moves run in list order. */
+typedef struct copse_slot_move {
+    int32_t src;
+    int32_t dst;
+} copse_slot_move;
+
+typedef struct copse_backend_queue copse_backend_queue;
+
+/* Ops. All return COPSE_OK or a status for a failure the device reported
+ * (out of memory, failed launch); shape mismatches are programming errors
+ * (assert). Outputs never alias inputs unless stated. Units: tokens are
+ * rows; d = model width. */
+typedef struct copse_backend_queue_i {
+    void (*destroy)(copse_backend_queue *q);
+    /* Wait until every submitted op has finished. */
+    copse_status (*synchronize)(copse_backend_queue *q);
+
+    /* out[t] = dequant(table row ids[t]); out F32 [n, d]. */
+    copse_status (*embed)(copse_backend_queue *q, const copse_tensor *table, const int32_t *ids,
+                          int32_t n, const copse_tensor *out);
+    /* out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w; w F32 [d]. out may alias x. */
+    copse_status (*rms_norm)(copse_backend_queue *q, const copse_tensor *x, const copse_tensor *w,
+                             float eps, const copse_tensor *out);
+    /* In place on x [n, n_heads * head_dim], token t at position pos[t]. */
+    copse_status (*rope)(copse_backend_queue *q, const copse_tensor *x, const int32_t *pos,
+                         const copse_rope_params *p);
+    /* out = a + b (same shapes). out may alias a or b. */
+    copse_status (*add)(copse_backend_queue *q, const copse_tensor *a, const copse_tensor *b,
+                        const copse_tensor *out);
+    /* out = silu(gate) * up. out may alias gate or up. */
+    copse_status (*swiglu)(copse_backend_queue *q, const copse_tensor *gate, const copse_tensor *up,
+                           const copse_tensor *out);
+    /* out[t][r] = dot(w row r, x[t]); w quantized [n_out rows, k], x F32 [n, k],
+     * out F32 [n, n_out]. A token's result must not depend on n (batch invariance). */
+    copse_status (*matmul)(copse_backend_queue *q, const copse_tensor *w, const copse_tensor *x,
+                           const copse_tensor *out);
+    /* Store k[t], v[t] (F32 [n, kv_dim]) into the layer's pools at slots[t]
+     * (pools [n_slots, kv_dim], of the pool type, e.g. F16 or F32). */
+    copse_status (*kv_store)(copse_backend_queue *q, const copse_tensor *k, const copse_tensor *v,
+                             const int32_t *slots, int32_t n, const copse_tensor *k_pool,
+                             const copse_tensor *v_pool);
+    /* out [n_tokens, n_heads * head_dim] = softmax(q k^T * scale) v over the
+     * visible keys of each token (see copse_attn_batch). */
+    copse_status (*attention)(copse_backend_queue *q, const copse_tensor *qry, const copse_tensor *k_pool,
+                              const copse_tensor *v_pool, const copse_attn_batch *b,
+                              const copse_tensor *out);
+    /* Move pool entries (all listed layers' pools, K and V), in list order. */
+    copse_status (*kv_commit)(copse_backend_queue *q, const copse_tensor *const *pools, int32_t n_pools,
+                              const copse_slot_move *moves, int32_t n_moves);
+    /* Greedy verification: argmax[t] = index of the largest logit of row t
+     * (lowest index on ties), logits F32 [n, n_vocab]; only ids leave the
+     * device. The stochastic (MSS) variant joins with the speculative core. */
+    copse_status (*argmax)(copse_backend_queue *q, const copse_tensor *logits, int32_t *argmax);
+} copse_backend_queue_i;
+
+struct copse_backend_queue {
+    copse_backend_queue_i iface;
+    copse_backend_dev *dev; /* owner */
+    void *ctx;
+};
+
 typedef struct copse_backend_dev_i {
     void (*get_props)(const copse_backend_dev *dev, copse_dev_props *out);
     copse_status (*buffer_alloc)(copse_backend_dev *dev, size_t size, copse_backend_buffer **out);
+    /* A buffer that borrows host memory (e.g. weights in the mapped model
+     * file) without copying, where the device can read host memory. (optional) */
+    copse_status (*buffer_from_host)(copse_backend_dev *dev, void *ptr, size_t size,
+                                     copse_backend_buffer **out);
+    /* A new queue; n_threads applies to CPU-like devices (0 = all cores). */
+    copse_status (*queue_create)(copse_backend_dev *dev, int n_threads, copse_backend_queue **out);
 } copse_backend_dev_i;
 
 struct copse_backend_dev {
