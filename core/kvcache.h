@@ -67,6 +67,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend-impl.h"
 #include "copse.h"
 
 /* ---------------------------------------------------------------- planning */
@@ -177,11 +178,9 @@ void copse__kvcache_slots(const copse_kvcache *kv, size_t n, const int32_t *seqs
 
 /* ---------------------------------------------------------------- speculative commit */
 
-/* One entry move: slot src to slot dst, in every layer's K and V pools. */
-typedef struct copse_kv_move {
-    int32_t src;
-    int32_t dst;
-} copse_kv_move;
+/* One entry move: slot src to slot dst, in every layer's K and V pools. The
+ * backend interface's kv_commit op takes these as they are. */
+typedef copse_slot_move copse_kv_move;
 
 /* Commit the accepted path of a verified tree. Tree node i (i < n_nodes)
  * wrote its entry at scratch position len + i (reserved before); only nodes
