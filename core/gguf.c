@@ -33,6 +33,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bytes.h"
 #include "error.h"
 #include "quant.h"
 
@@ -96,36 +97,6 @@ bool copse__str_eq(copse_str s, const char *c)
 {
     size_t n = strlen(c);
     return s.len == n && (n == 0 || memcmp(s.ptr, c, n) == 0);
-}
-
-/* Little-endian loads from byte pointers (no alignment assumed). */
-static uint16_t load_u16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | (unsigned)p[1] << 8);
-}
-
-static uint32_t load_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t load_u64(const uint8_t *p)
-{
-    return (uint64_t)load_u32(p) | (uint64_t)load_u32(p + 4) << 32;
-}
-
-static float bits_to_f32(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-static double bits_to_f64(uint64_t u)
-{
-    double d;
-    memcpy(&d, &u, sizeof d);
-    return d;
 }
 
 /* Writes s into buf as a quoted-safe excerpt: at most NAME_SHOWN bytes, with
@@ -267,7 +238,7 @@ static copse_status read_u32(parser *p, const char *what, uint32_t *v)
     const uint8_t *b = NULL;
     copse_status st = take(p, 4, what, &b);
     if (st == COPSE_OK)
-        *v = load_u32(b);
+        *v = copse__rd_u32(b);
     return st;
 }
 
@@ -276,7 +247,7 @@ static copse_status read_u64(parser *p, const char *what, uint64_t *v)
     const uint8_t *b = NULL;
     copse_status st = take(p, 8, what, &b);
     if (st == COPSE_OK)
-        *v = load_u64(b);
+        *v = copse__rd_u64(b);
     return st;
 }
 
@@ -406,14 +377,14 @@ static copse_status read_value(parser *p, copse_gguf_kv *kv)
     switch (type) {
     case COPSE_GGUF_UINT8: kv->v.u64 = b[0]; break;
     case COPSE_GGUF_INT8: kv->v.i64 = (int8_t)b[0]; break;
-    case COPSE_GGUF_UINT16: kv->v.u64 = load_u16(b); break;
-    case COPSE_GGUF_INT16: kv->v.i64 = (int16_t)load_u16(b); break;
-    case COPSE_GGUF_UINT32: kv->v.u64 = load_u32(b); break;
-    case COPSE_GGUF_INT32: kv->v.i64 = (int32_t)load_u32(b); break;
-    case COPSE_GGUF_UINT64: kv->v.u64 = load_u64(b); break;
-    case COPSE_GGUF_INT64: kv->v.i64 = (int64_t)load_u64(b); break;
-    case COPSE_GGUF_FLOAT32: kv->v.f64 = bits_to_f32(load_u32(b)); break;
-    case COPSE_GGUF_FLOAT64: kv->v.f64 = bits_to_f64(load_u64(b)); break;
+    case COPSE_GGUF_UINT16: kv->v.u64 = copse__rd_u16(b); break;
+    case COPSE_GGUF_INT16: kv->v.i64 = (int16_t)copse__rd_u16(b); break;
+    case COPSE_GGUF_UINT32: kv->v.u64 = copse__rd_u32(b); break;
+    case COPSE_GGUF_INT32: kv->v.i64 = (int32_t)copse__rd_u32(b); break;
+    case COPSE_GGUF_UINT64: kv->v.u64 = copse__rd_u64(b); break;
+    case COPSE_GGUF_INT64: kv->v.i64 = (int64_t)copse__rd_u64(b); break;
+    case COPSE_GGUF_FLOAT32: kv->v.f64 = copse__f32_from_bits(copse__rd_u32(b)); break;
+    case COPSE_GGUF_FLOAT64: kv->v.f64 = copse__f64_from_bits(copse__rd_u64(b)); break;
     case COPSE_GGUF_BOOL:
         if (b[0] > 1)
             return fail(p, "bool value %u (must be 0 or 1)", b[0]);
@@ -959,9 +930,9 @@ float copse__gguf_arr_f32(const copse_gguf_array *arr, uint64_t i)
     const uint8_t *d = arr->data;
     assert(i < arr->n);
     switch (arr->type) {
-    case COPSE_GGUF_FLOAT32: return bits_to_f32(load_u32(d + 4 * i));
-    case COPSE_GGUF_FLOAT64: return (float)bits_to_f64(load_u64(d + 8 * i));
-    case COPSE_GGUF_UINT64: return (float)load_u64(d + 8 * i);
+    case COPSE_GGUF_FLOAT32: return copse__f32_from_bits(copse__rd_u32(d + 4 * i));
+    case COPSE_GGUF_FLOAT64: return (float)copse__f64_from_bits(copse__rd_u64(d + 8 * i));
+    case COPSE_GGUF_UINT64: return (float)copse__rd_u64(d + 8 * i);
     default: return (float)copse__gguf_arr_i64(arr, i);
     }
 }
@@ -974,14 +945,14 @@ int64_t copse__gguf_arr_i64(const copse_gguf_array *arr, uint64_t i)
     case COPSE_GGUF_UINT8:
     case COPSE_GGUF_BOOL: return d[i];
     case COPSE_GGUF_INT8: return (int8_t)d[i];
-    case COPSE_GGUF_UINT16: return load_u16(d + 2 * i);
-    case COPSE_GGUF_INT16: return (int16_t)load_u16(d + 2 * i);
-    case COPSE_GGUF_UINT32: return load_u32(d + 4 * i);
-    case COPSE_GGUF_INT32: return (int32_t)load_u32(d + 4 * i);
+    case COPSE_GGUF_UINT16: return copse__rd_u16(d + 2 * i);
+    case COPSE_GGUF_INT16: return (int16_t)copse__rd_u16(d + 2 * i);
+    case COPSE_GGUF_UINT32: return copse__rd_u32(d + 4 * i);
+    case COPSE_GGUF_INT32: return (int32_t)copse__rd_u32(d + 4 * i);
     case COPSE_GGUF_UINT64:
-    case COPSE_GGUF_INT64: return (int64_t)load_u64(d + 8 * i);
-    case COPSE_GGUF_FLOAT32: return f64_to_i64(bits_to_f32(load_u32(d + 4 * i)));
-    case COPSE_GGUF_FLOAT64: return f64_to_i64(bits_to_f64(load_u64(d + 8 * i)));
+    case COPSE_GGUF_INT64: return (int64_t)copse__rd_u64(d + 8 * i);
+    case COPSE_GGUF_FLOAT32: return f64_to_i64(copse__f32_from_bits(copse__rd_u32(d + 4 * i)));
+    case COPSE_GGUF_FLOAT64: return f64_to_i64(copse__f64_from_bits(copse__rd_u64(d + 8 * i)));
     default: assert(!"copse__gguf_arr_i64: not a numeric array"); return 0;
     }
 }

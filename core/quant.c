@@ -30,6 +30,8 @@
 #include <float.h>
 #include <string.h>
 
+#include "bytes.h"
+
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
 #endif
@@ -193,20 +195,6 @@ bool copse__qtype_row_bytes(uint32_t type, uint64_t n, uint64_t *bytes)
 
 /* ---------------------------------------------------------------- fp16 / bf16 */
 
-static float bits_to_f32(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-static uint32_t f32_to_bits(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    return u;
-}
-
 /* binary16: 1 sign bit, 5 exponent bits (bias 15), 10 mantissa bits.
  * Every half value is exactly representable as a float. NaNs keep their sign
  * and payload (the 10 mantissa bits move to the top of the float mantissa). */
@@ -217,19 +205,19 @@ float copse__fp16_to_f32(uint16_t h)
     uint32_t mant = h & 0x3ffu;
 
     if (exp == 0x1f) /* inf or NaN */
-        return bits_to_f32(sign | 0x7f800000u | (mant << 13));
+        return copse__f32_from_bits(sign | 0x7f800000u | (mant << 13));
     if (exp == 0) {
         if (mant == 0) /* signed zero */
-            return bits_to_f32(sign);
+            return copse__f32_from_bits(sign);
         /* subnormal: mant * 2^-24; normalize so the leading 1 is bit 10 */
         uint32_t e = 127 - 15 + 1;
         while (!(mant & 0x400u)) {
             mant <<= 1;
             e--;
         }
-        return bits_to_f32(sign | (e << 23) | ((mant & 0x3ffu) << 13));
+        return copse__f32_from_bits(sign | (e << 23) | ((mant & 0x3ffu) << 13));
     }
-    return bits_to_f32(sign | ((exp + 127 - 15) << 23) | (mant << 13));
+    return copse__f32_from_bits(sign | ((exp + 127 - 15) << 23) | (mant << 13));
 }
 
 /* Round-to-nearest-even. Overflow (|f| >= 65520, halfway above the largest
@@ -238,7 +226,7 @@ float copse__fp16_to_f32(uint16_t h)
  * quiet bit is set so the result stays a NaN. */
 uint16_t copse__f32_to_fp16(float f)
 {
-    uint32_t u = f32_to_bits(f);
+    uint32_t u = copse__f32_bits(f);
     uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
     uint32_t a = u & 0x7fffffffu;
 
@@ -279,14 +267,14 @@ uint16_t copse__f32_to_fp16(float f)
 /* bfloat16 is the top half of a float32. */
 float copse__bf16_to_f32(uint16_t h)
 {
-    return bits_to_f32((uint32_t)h << 16);
+    return copse__f32_from_bits((uint32_t)h << 16);
 }
 
 /* Round-to-nearest-even on the dropped 16 bits (overflow rounds to inf as
  * IEEE requires). NaN is truncated and made quiet (bit 6 of the bf16). */
 uint16_t copse__f32_to_bf16(float f)
 {
-    uint32_t u = f32_to_bits(f);
+    uint32_t u = copse__f32_bits(f);
     if ((u & 0x7fffffffu) > 0x7f800000u)
         return (uint16_t)((u >> 16) | 0x40u);
     uint32_t lsb = (u >> 16) & 1u;
@@ -295,26 +283,10 @@ uint16_t copse__f32_to_bf16(float f)
 
 /* ---------------------------------------------------------------- byte helpers */
 
-static uint16_t rd_u16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | (p[1] << 8));
-}
-
-static uint32_t rd_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-
 /* A little-endian fp16 field as float. */
 static float rd_fp16(const uint8_t *p)
 {
-    return copse__fp16_to_f32(rd_u16(p));
-}
-
-/* Two's complement int8 from a byte, without implementation-defined conversion. */
-static int i8_of(uint8_t b)
-{
-    return b < 128 ? (int)b : (int)b - 256;
+    return copse__fp16_to_f32(copse__rd_u16(p));
 }
 
 /* ---------------------------------------------------------------- plain types */
@@ -323,7 +295,7 @@ static int i8_of(uint8_t b)
  * included, no arithmetic is done). */
 static void dq_f32(const uint8_t *src, float *y)
 {
-    *y = bits_to_f32(rd_u32(src));
+    *y = copse__f32_from_bits(copse__rd_u32(src));
 }
 
 /* F16: 2 bytes, little-endian IEEE binary16; y = (float)h, exact. */
@@ -335,7 +307,7 @@ static void dq_f16(const uint8_t *src, float *y)
 /* BF16: 2 bytes, little-endian bfloat16; y = bits << 16, exact. */
 static void dq_bf16(const uint8_t *src, float *y)
 {
-    *y = copse__bf16_to_f32(rd_u16(src));
+    *y = copse__bf16_to_f32(copse__rd_u16(src));
 }
 
 /* ---------------------------------------------------------------- 32-element blocks */
@@ -378,7 +350,7 @@ static void dq_q5_0(const uint8_t *src, float *y)
     block_q5_0 b;
     memcpy(&b, src, sizeof b);
     float d = rd_fp16(b.d);
-    uint32_t qh = rd_u32(b.qh);
+    uint32_t qh = copse__rd_u32(b.qh);
     for (int j = 0; j < 16; j++) {
         int lo = (b.qs[j] & 0x0f) | (int)(((qh >> j) & 1u) << 4);
         int hi = (b.qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1u) << 4);
@@ -395,7 +367,7 @@ static void dq_q5_1(const uint8_t *src, float *y)
     memcpy(&b, src, sizeof b);
     float d = rd_fp16(b.d);
     float m = rd_fp16(b.m);
-    uint32_t qh = rd_u32(b.qh);
+    uint32_t qh = copse__rd_u32(b.qh);
     for (int j = 0; j < 16; j++) {
         int lo = (b.qs[j] & 0x0f) | (int)(((qh >> j) & 1u) << 4);
         int hi = (b.qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1u) << 4);
@@ -413,7 +385,7 @@ static void dq_q8_0(const uint8_t *src, float *y)
     memcpy(&b, src, sizeof b);
     float d = rd_fp16(b.d);
     for (int j = 0; j < 32; j++)
-        y[j] = d * (float)i8_of(b.qs[j]);
+        y[j] = d * (float)copse__i8_of(b.qs[j]);
 }
 
 /* Q8_1 (36 bytes): d fp16 @0, s fp16 @2 (= d * sum q, ignored), qs int8[32] @4.
@@ -424,7 +396,7 @@ static void dq_q8_1(const uint8_t *src, float *y)
     memcpy(&b, src, sizeof b);
     float d = rd_fp16(b.d);
     for (int j = 0; j < 32; j++)
-        y[j] = d * (float)i8_of(b.qs[j]);
+        y[j] = d * (float)copse__i8_of(b.qs[j]);
 }
 
 /* ---------------------------------------------------------------- K-quants (256-element super-blocks) */
@@ -557,7 +529,7 @@ static void dq_q6_k(const uint8_t *src, float *y)
         int low4 = (b.ql[64 * h + r % 64] >> (r / 64 ? 4 : 0)) & 0x0f;
         int high2 = (b.qh[32 * h + l] >> (2 * (r / 32))) & 3;
         int q = (low4 | (high2 << 4)) - 32;
-        float ds = d * (float)i8_of(b.scales[i / 16]);
+        float ds = d * (float)copse__i8_of(b.scales[i / 16]);
         y[i] = ds * (float)q;
     }
 }
@@ -568,9 +540,9 @@ static void dq_q8_k(const uint8_t *src, float *y)
 {
     block_q8_k b;
     memcpy(&b, src, sizeof b);
-    float d = bits_to_f32(rd_u32(b.d));
+    float d = copse__f32_from_bits(copse__rd_u32(b.d));
     for (int i = 0; i < COPSE_QK_K; i++)
-        y[i] = d * (float)i8_of(b.qs[i]);
+        y[i] = d * (float)copse__i8_of(b.qs[i]);
 }
 
 /* ---------------------------------------------------------------- dequantization */
