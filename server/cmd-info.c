@@ -22,6 +22,7 @@
 #include "backend-impl.h"
 #include "chat.h"
 #include "commands.h"
+#include "json-writer.h"
 #include "copse.h"
 #include "gguf.h"
 #include "model.h"
@@ -72,41 +73,6 @@ static const char *human_bytes(uint64_t n, char *buf, size_t cap)
     return buf;
 }
 
-/* Length of the well-formed UTF-8 character at s[0..n), 0 if not one. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0];
-    size_t need;
-    unsigned lo = 0x80, hi = 0xbf;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf)
-        need = 2;
-    else if (c >= 0xe0 && c <= 0xef) {
-        need = 3;
-        if (c == 0xe0)
-            lo = 0xa0;
-        if (c == 0xed)
-            hi = 0x9f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        need = 4;
-        if (c == 0xf0)
-            lo = 0x90;
-        if (c == 0xf4)
-            hi = 0x8f;
-    } else
-        return 0;
-    if (n < need)
-        return 0;
-    for (size_t k = 1; k < need; k++) {
-        if (s[k] < lo || s[k] > hi)
-            return 0;
-        lo = 0x80;
-        hi = 0xbf;
-    }
-    return need;
-}
-
 /* A string between double quotes, control characters and invalid bytes
  * escaped, at most `max` bytes of it (0: all) then "… (N bytes)". */
 static void print_quoted(FILE *f, const char *s, uint64_t len, size_t max)
@@ -116,7 +82,7 @@ static void print_quoted(FILE *f, const char *s, uint64_t len, size_t max)
     fputc('"', f);
     for (uint64_t i = 0; i < shown;) {
         unsigned c = p[i];
-        size_t k = utf8_len(p + i, (size_t)(len - i));
+        size_t k = copse__utf8_len(p + i, (size_t)(len - i));
         if (c == '"' || c == '\\')
             fprintf(f, "\\%c", c);
         else if (c == '\n')
@@ -227,182 +193,57 @@ static bool has_prefix(copse_str s, const char *prefix)
     return s.len >= n && memcmp(s.ptr, prefix, n) == 0;
 }
 
-/* ---------------------------------------------------------------- JSON writer */
-
-/* A small pretty-printing JSON writer: values are written under a key inside
- * objects (key != NULL) or bare inside arrays (key == NULL). Containers opened
- * "inline" keep their items on one line. */
-typedef struct jw {
-    FILE *f;
-    int depth;
-    bool first[32];
-    int inline_from; /* depth at and above which items stay on one line; 0: none */
-} jw;
-
-static void json_string(FILE *f, const char *s, uint64_t len)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    fputc('"', f);
-    for (uint64_t i = 0; i < len;) {
-        unsigned c = p[i];
-        size_t k = utf8_len(p + i, (size_t)(len - i));
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c == '\n')
-            fputs("\\n", f);
-        else if (c == '\t')
-            fputs("\\t", f);
-        else if (c == '\r')
-            fputs("\\r", f);
-        else if (c < 0x20 || c == 0x7f)
-            fprintf(f, "\\u%04x", c);
-        else if (k == 0)
-            fputs("\\ufffd", f); /* invalid UTF-8 byte */
-        else {
-            fwrite(p + i, 1, k, f);
-            i += k;
-            continue;
-        }
-        i++;
-    }
-    fputc('"', f);
-}
-
-/* Separator, line break and indent before an item, then the key if any. */
-static void jw_item(jw *w, const char *key)
-{
-    if (w->depth > 0 && !w->first[w->depth])
-        fputc(',', w->f);
-    if (w->depth > 0) {
-        if (w->inline_from && w->depth >= w->inline_from)
-            fputs(w->first[w->depth] ? "" : " ", w->f);
-        else
-            fprintf(w->f, "\n%*s", 2 * w->depth, "");
-    }
-    w->first[w->depth] = false;
-    if (key) {
-        json_string(w->f, key, strlen(key));
-        fputs(": ", w->f);
-    }
-}
-
-static void jw_open(jw *w, const char *key, char c, bool inline_items)
-{
-    jw_item(w, key);
-    fputc(c, w->f);
-    if (w->depth + 1 < (int)(sizeof w->first / sizeof w->first[0]))
-        w->depth++;
-    w->first[w->depth] = true;
-    if (inline_items && !w->inline_from)
-        w->inline_from = w->depth;
-}
-
-static void jw_close(jw *w, char c)
-{
-    bool empty = w->first[w->depth];
-    bool was_inline = w->inline_from && w->depth >= w->inline_from;
-    if (w->inline_from == w->depth)
-        w->inline_from = 0;
-    w->depth--;
-    if (!empty && !was_inline)
-        fprintf(w->f, "\n%*s", 2 * w->depth, "");
-    fputc(c, w->f);
-    if (w->depth == 0)
-        fputc('\n', w->f);
-}
-
-static void jw_str(jw *w, const char *key, const char *s, uint64_t len)
-{
-    jw_item(w, key);
-    json_string(w->f, s, len);
-}
-
-static void jw_cstr(jw *w, const char *key, const char *s)
-{
-    if (!s) {
-        jw_item(w, key);
-        fputs("null", w->f);
-        return;
-    }
-    jw_str(w, key, s, strlen(s));
-}
-
-static void jw_u64(jw *w, const char *key, uint64_t v)
-{
-    jw_item(w, key);
-    fprintf(w->f, "%" PRIu64, v);
-}
-
-static void jw_i64(jw *w, const char *key, int64_t v)
-{
-    jw_item(w, key);
-    fprintf(w->f, "%" PRId64, v);
-}
-
-static void jw_f64(jw *w, const char *key, double v, bool single)
-{
-    jw_item(w, key);
-    if (v != v || v - v != 0) /* NaN or infinity: not JSON numbers */
-        fputs("null", w->f);
-    else
-        fprintf(w->f, single ? "%.9g" : "%.17g", v);
-}
-
-static void jw_bool(jw *w, const char *key, bool v)
-{
-    jw_item(w, key);
-    fputs(v ? "true" : "false", w->f);
-}
+/* ---------------------------------------------------------------- metadata as JSON */
 
 /* Element i of an array as a JSON value. */
-static void jw_elem(jw *w, const copse_gguf_array *a, uint64_t i)
+static void jw_elem(copse_jw *w, const copse_gguf_array *a, uint64_t i)
 {
     switch (a->type) {
-    case COPSE_GGUF_STRING: jw_str(w, NULL, a->strs[i].ptr, a->strs[i].len); break;
-    case COPSE_GGUF_FLOAT32: jw_f64(w, NULL, copse__gguf_arr_f32(a, i), true); break;
-    case COPSE_GGUF_FLOAT64: jw_f64(w, NULL, copse__gguf_arr_f32(a, i), false); break;
-    case COPSE_GGUF_BOOL: jw_bool(w, NULL, copse__gguf_arr_i64(a, i) != 0); break;
-    case COPSE_GGUF_UINT64: jw_u64(w, NULL, (uint64_t)copse__gguf_arr_i64(a, i)); break;
-    case COPSE_GGUF_ARRAY: jw_item(w, NULL); fputs("null", w->f); break;
-    default: jw_i64(w, NULL, copse__gguf_arr_i64(a, i)); break;
+    case COPSE_GGUF_STRING: copse__jw_str(w, NULL, a->strs[i].ptr, a->strs[i].len); break;
+    case COPSE_GGUF_FLOAT32: copse__jw_f64(w, NULL, copse__gguf_arr_f32(a, i), true); break;
+    case COPSE_GGUF_FLOAT64: copse__jw_f64(w, NULL, copse__gguf_arr_f32(a, i), false); break;
+    case COPSE_GGUF_BOOL: copse__jw_bool(w, NULL, copse__gguf_arr_i64(a, i) != 0); break;
+    case COPSE_GGUF_UINT64: copse__jw_u64(w, NULL, (uint64_t)copse__gguf_arr_i64(a, i)); break;
+    case COPSE_GGUF_ARRAY: copse__jw_item(w, NULL); fputs("null", w->f); break;
+    default: copse__jw_i64(w, NULL, copse__gguf_arr_i64(a, i)); break;
     }
 }
 
 /* A metadata value. Arrays of at most `whole` items are written whole;
  * longer ones as {"type", "n", "head": first items}. */
-static void jw_value(jw *w, const char *key, const copse_gguf_kv *kv, uint64_t whole)
+static void jw_value(copse_jw *w, const char *key, const copse_gguf_kv *kv, uint64_t whole)
 {
     switch (kv->type) {
     case COPSE_GGUF_UINT8:
     case COPSE_GGUF_UINT16:
     case COPSE_GGUF_UINT32:
-    case COPSE_GGUF_UINT64: jw_u64(w, key, kv->v.u64); return;
+    case COPSE_GGUF_UINT64: copse__jw_u64(w, key, kv->v.u64); return;
     case COPSE_GGUF_INT8:
     case COPSE_GGUF_INT16:
     case COPSE_GGUF_INT32:
-    case COPSE_GGUF_INT64: jw_i64(w, key, kv->v.i64); return;
-    case COPSE_GGUF_FLOAT32: jw_f64(w, key, kv->v.f64, true); return;
-    case COPSE_GGUF_FLOAT64: jw_f64(w, key, kv->v.f64, false); return;
-    case COPSE_GGUF_BOOL: jw_bool(w, key, kv->v.u64 != 0); return;
-    case COPSE_GGUF_STRING: jw_str(w, key, kv->v.str.ptr, kv->v.str.len); return;
+    case COPSE_GGUF_INT64: copse__jw_i64(w, key, kv->v.i64); return;
+    case COPSE_GGUF_FLOAT32: copse__jw_f64(w, key, kv->v.f64, true); return;
+    case COPSE_GGUF_FLOAT64: copse__jw_f64(w, key, kv->v.f64, false); return;
+    case COPSE_GGUF_BOOL: copse__jw_bool(w, key, kv->v.u64 != 0); return;
+    case COPSE_GGUF_STRING: copse__jw_str(w, key, kv->v.str.ptr, kv->v.str.len); return;
     default: break;
     }
     const copse_gguf_array *a = &kv->v.arr;
     if (a->n <= whole) {
-        jw_open(w, key, '[', true);
+        copse__jw_open(w, key, '[', true);
         for (uint64_t i = 0; i < a->n; i++)
             jw_elem(w, a, i);
-        jw_close(w, ']');
+        copse__jw_close(w, ']');
         return;
     }
-    jw_open(w, key, '{', false);
-    jw_cstr(w, "type", copse__gguf_type_name(a->type));
-    jw_u64(w, "n", a->n);
-    jw_open(w, "head", '[', true);
+    copse__jw_open(w, key, '{', false);
+    copse__jw_cstr(w, "type", copse__gguf_type_name(a->type));
+    copse__jw_u64(w, "n", a->n);
+    copse__jw_open(w, "head", '[', true);
     for (uint64_t i = 0; i < ARRAY_HEAD && i < a->n; i++)
         jw_elem(w, a, i);
-    jw_close(w, ']');
-    jw_close(w, '}');
+    copse__jw_close(w, ']');
+    copse__jw_close(w, '}');
 }
 
 /* ---------------------------------------------------------------- facts gathered once */
@@ -752,138 +593,138 @@ static void json_report(FILE *f, const info_opts *o, const model_facts *mf)
 {
     const copse_gguf *g = mf->g;
     char key[256];
-    jw w = {.f = f};
-    jw_open(&w, NULL, '{', false);
+    copse_jw w = {.f = f};
+    copse__jw_open(&w, NULL, '{', false);
 
-    jw_open(&w, "file", '{', false);
-    jw_cstr(&w, "path", o->path);
-    jw_u64(&w, "size", copse__gguf_file_size(g));
-    jw_u64(&w, "gguf_version", copse__gguf_version(g));
-    jw_u64(&w, "alignment", copse__gguf_alignment(g));
-    jw_u64(&w, "data_offset", copse__gguf_data_offset(g));
-    jw_u64(&w, "n_kv", copse__gguf_n_kv(g));
-    jw_close(&w, '}');
+    copse__jw_open(&w, "file", '{', false);
+    copse__jw_cstr(&w, "path", o->path);
+    copse__jw_u64(&w, "size", copse__gguf_file_size(g));
+    copse__jw_u64(&w, "gguf_version", copse__gguf_version(g));
+    copse__jw_u64(&w, "alignment", copse__gguf_alignment(g));
+    copse__jw_u64(&w, "data_offset", copse__gguf_data_offset(g));
+    copse__jw_u64(&w, "n_kv", copse__gguf_n_kv(g));
+    copse__jw_close(&w, '}');
 
-    jw_cstr(&w, "architecture", mf->arch[0] ? mf->arch : NULL);
+    copse__jw_cstr(&w, "architecture", mf->arch[0] ? mf->arch : NULL);
     if (mf->name.ptr)
-        jw_str(&w, "name", mf->name.ptr, mf->name.len);
+        copse__jw_str(&w, "name", mf->name.ptr, mf->name.len);
     else
-        jw_cstr(&w, "name", NULL);
+        copse__jw_cstr(&w, "name", NULL);
 
-    jw_open(&w, "general", '{', false);
+    copse__jw_open(&w, "general", '{', false);
     for (size_t i = 0; i < copse__gguf_n_kv(g); i++) {
         const copse_gguf_kv *kv = copse__gguf_kv_at(g, i);
         if (has_prefix(kv->key, "general."))
             jw_value(&w, key_cstr(kv->key, key, sizeof key) + strlen("general."), kv, ARRAY_HEAD);
     }
-    jw_close(&w, '}');
+    copse__jw_close(&w, '}');
 
     char prefix[140];
     snprintf(prefix, sizeof prefix, "%s.", mf->arch);
-    jw_open(&w, "hyperparameters", '{', false);
+    copse__jw_open(&w, "hyperparameters", '{', false);
     for (size_t i = 0; mf->arch[0] && i < copse__gguf_n_kv(g); i++) {
         const copse_gguf_kv *kv = copse__gguf_kv_at(g, i);
         if (has_prefix(kv->key, prefix))
             jw_value(&w, key_cstr(kv->key, key, sizeof key) + strlen(prefix), kv, 1024);
     }
-    jw_close(&w, '}');
+    copse__jw_close(&w, '}');
 
-    jw_open(&w, "tensors", '{', false);
-    jw_u64(&w, "count", mf->n_tensors);
-    jw_u64(&w, "bytes", mf->tensor_bytes);
-    jw_u64(&w, "parameters", mf->n_params);
-    jw_open(&w, "by_type", '{', false);
+    copse__jw_open(&w, "tensors", '{', false);
+    copse__jw_u64(&w, "count", mf->n_tensors);
+    copse__jw_u64(&w, "bytes", mf->tensor_bytes);
+    copse__jw_u64(&w, "parameters", mf->n_params);
+    copse__jw_open(&w, "by_type", '{', false);
     for (uint32_t t = 0; t < COPSE_Q_TYPE_LIMIT; t++) {
         const type_stat *s = &mf->by_type[t];
         if (!s->count)
             continue;
-        jw_open(&w, copse__qtype_name(t), '{', true);
-        jw_u64(&w, "count", s->count);
-        jw_u64(&w, "bytes", s->bytes);
-        jw_u64(&w, "elements", s->elements);
-        jw_close(&w, '}');
+        copse__jw_open(&w, copse__qtype_name(t), '{', true);
+        copse__jw_u64(&w, "count", s->count);
+        copse__jw_u64(&w, "bytes", s->bytes);
+        copse__jw_u64(&w, "elements", s->elements);
+        copse__jw_close(&w, '}');
     }
-    jw_close(&w, '}');
-    jw_close(&w, '}');
+    copse__jw_close(&w, '}');
+    copse__jw_close(&w, '}');
 
-    jw_open(&w, "vocab", '{', false);
-    jw_cstr(&w, "type", mf->vocab_type);
+    copse__jw_open(&w, "vocab", '{', false);
+    copse__jw_cstr(&w, "type", mf->vocab_type);
     if (mf->vocab_model.ptr)
-        jw_str(&w, "model", mf->vocab_model.ptr, mf->vocab_model.len);
+        copse__jw_str(&w, "model", mf->vocab_model.ptr, mf->vocab_model.len);
     else
-        jw_cstr(&w, "model", NULL);
+        copse__jw_cstr(&w, "model", NULL);
     if (mf->vocab_pre.ptr)
-        jw_str(&w, "pre", mf->vocab_pre.ptr, mf->vocab_pre.len);
+        copse__jw_str(&w, "pre", mf->vocab_pre.ptr, mf->vocab_pre.len);
     else
-        jw_cstr(&w, "pre", NULL);
+        copse__jw_cstr(&w, "pre", NULL);
     if (mf->n_vocab >= 0)
-        jw_i64(&w, "size", mf->n_vocab);
+        copse__jw_i64(&w, "size", mf->n_vocab);
     else
-        jw_cstr(&w, "size", NULL);
-    jw_open(&w, "special", '{', false);
+        copse__jw_cstr(&w, "size", NULL);
+    copse__jw_open(&w, "special", '{', false);
     for (int i = 0; i < N_SPECIALS; i++) {
         const special_tok *s = &mf->specials[i];
         if (s->id < 0) {
-            jw_cstr(&w, s->name, NULL);
+            copse__jw_cstr(&w, s->name, NULL);
             continue;
         }
-        jw_open(&w, s->name, '{', true);
-        jw_i64(&w, "id", s->id);
-        jw_str(&w, "text", s->text.ptr, s->text.len);
-        jw_close(&w, '}');
+        copse__jw_open(&w, s->name, '{', true);
+        copse__jw_i64(&w, "id", s->id);
+        copse__jw_str(&w, "text", s->text.ptr, s->text.len);
+        copse__jw_close(&w, '}');
     }
-    jw_close(&w, '}');
+    copse__jw_close(&w, '}');
     if (mf->add_bos >= 0)
-        jw_bool(&w, "add_bos", mf->add_bos);
+        copse__jw_bool(&w, "add_bos", mf->add_bos);
     else
-        jw_cstr(&w, "add_bos", NULL);
+        copse__jw_cstr(&w, "add_bos", NULL);
     if (mf->add_eos >= 0)
-        jw_bool(&w, "add_eos", mf->add_eos);
+        copse__jw_bool(&w, "add_eos", mf->add_eos);
     else
-        jw_cstr(&w, "add_eos", NULL);
-    jw_cstr(&w, "tokenizer_error", mf->tok ? NULL : mf->tok_err);
-    jw_close(&w, '}');
+        copse__jw_cstr(&w, "add_eos", NULL);
+    copse__jw_cstr(&w, "tokenizer_error", mf->tok ? NULL : mf->tok_err);
+    copse__jw_close(&w, '}');
 
-    jw_open(&w, "chat_template", '{', false);
-    jw_bool(&w, "present", mf->template_len > 0);
-    jw_u64(&w, "bytes", mf->template_len);
-    jw_cstr(&w, "family", copse__chat_family_name(mf->chat->family));
-    jw_bool(&w, "fallback", mf->chat->fallback);
-    jw_cstr(&w, "note", mf->chat_note[0] ? mf->chat_note : NULL);
-    jw_cstr(&w, "default_system", mf->chat->default_system);
-    jw_close(&w, '}');
+    copse__jw_open(&w, "chat_template", '{', false);
+    copse__jw_bool(&w, "present", mf->template_len > 0);
+    copse__jw_u64(&w, "bytes", mf->template_len);
+    copse__jw_cstr(&w, "family", copse__chat_family_name(mf->chat->family));
+    copse__jw_bool(&w, "fallback", mf->chat->fallback);
+    copse__jw_cstr(&w, "note", mf->chat_note[0] ? mf->chat_note : NULL);
+    copse__jw_cstr(&w, "default_system", mf->chat->default_system);
+    copse__jw_close(&w, '}');
 
     if (o->kv) {
-        jw_open(&w, "metadata", '[', false);
+        copse__jw_open(&w, "metadata", '[', false);
         for (size_t i = 0; i < copse__gguf_n_kv(g); i++) {
             const copse_gguf_kv *kv = copse__gguf_kv_at(g, i);
-            jw_open(&w, NULL, '{', true);
-            jw_str(&w, "key", kv->key.ptr, kv->key.len);
+            copse__jw_open(&w, NULL, '{', true);
+            copse__jw_str(&w, "key", kv->key.ptr, kv->key.len);
             char type[32];
-            jw_cstr(&w, "type", kv_type_name(kv, type, sizeof type));
+            copse__jw_cstr(&w, "type", kv_type_name(kv, type, sizeof type));
             jw_value(&w, "value", kv, ARRAY_HEAD);
-            jw_close(&w, '}');
+            copse__jw_close(&w, '}');
         }
-        jw_close(&w, ']');
+        copse__jw_close(&w, ']');
     }
     if (o->tensors) {
-        jw_open(&w, "tensor_list", '[', false);
+        copse__jw_open(&w, "tensor_list", '[', false);
         for (size_t i = 0; i < copse__gguf_n_tensors(g); i++) {
             const copse_gguf_tensor *t = copse__gguf_tensor_at(g, i);
-            jw_open(&w, NULL, '{', true);
-            jw_str(&w, "name", t->name.ptr, t->name.len);
-            jw_cstr(&w, "type", copse__qtype_name(t->type));
-            jw_open(&w, "shape", '[', true);
+            copse__jw_open(&w, NULL, '{', true);
+            copse__jw_str(&w, "name", t->name.ptr, t->name.len);
+            copse__jw_cstr(&w, "type", copse__qtype_name(t->type));
+            copse__jw_open(&w, "shape", '[', true);
             for (uint32_t d = 0; d < t->n_dims; d++)
-                jw_u64(&w, NULL, t->ne[d]);
-            jw_close(&w, ']');
-            jw_u64(&w, "bytes", t->nbytes);
-            jw_u64(&w, "offset", t->offset);
-            jw_close(&w, '}');
+                copse__jw_u64(&w, NULL, t->ne[d]);
+            copse__jw_close(&w, ']');
+            copse__jw_u64(&w, "bytes", t->nbytes);
+            copse__jw_u64(&w, "offset", t->offset);
+            copse__jw_close(&w, '}');
         }
-        jw_close(&w, ']');
+        copse__jw_close(&w, ']');
     }
-    jw_close(&w, '}');
+    copse__jw_close(&w, '}');
 }
 
 /* ---------------------------------------------------------------- devices */
@@ -901,10 +742,10 @@ static const char *dev_kind_name(copse_dev_kind k)
 static int cmd_devices(const info_opts *o)
 {
     char hb[32], hb2[32];
-    jw w = {.f = stdout};
+    copse_jw w = {.f = stdout};
     if (o->json) {
-        jw_open(&w, NULL, '{', false);
-        jw_open(&w, "backends", '[', false);
+        copse__jw_open(&w, NULL, '{', false);
+        copse__jw_open(&w, "backends", '[', false);
     }
     for (size_t i = 0; i < copse__backend_count(); i++) {
         copse_backend_reg *r = copse__backend_get(i);
@@ -912,10 +753,10 @@ static int cmd_devices(const info_opts *o)
             continue;
         size_t n = r->iface.dev_count(r);
         if (o->json) {
-            jw_open(&w, NULL, '{', false);
-            jw_cstr(&w, "name", r->name);
-            jw_i64(&w, "api_version", r->api_version);
-            jw_open(&w, "devices", '[', false);
+            copse__jw_open(&w, NULL, '{', false);
+            copse__jw_cstr(&w, "name", r->name);
+            copse__jw_i64(&w, "api_version", r->api_version);
+            copse__jw_open(&w, "devices", '[', false);
         } else {
             printf("backend %s (api %d): %zu device%s\n", r->name, r->api_version, n,
                    n == 1 ? "" : "s");
@@ -927,15 +768,15 @@ static int cmd_devices(const info_opts *o)
             copse_dev_props p;
             dev->iface.get_props(dev, &p);
             if (o->json) {
-                jw_open(&w, NULL, '{', false);
-                jw_u64(&w, "index", d);
-                jw_cstr(&w, "name", p.name);
-                jw_cstr(&w, "kind", dev_kind_name(p.kind));
-                jw_u64(&w, "memory_total", p.memory_total);
-                jw_u64(&w, "memory_free", p.memory_free);
-                jw_i64(&w, "compute_units", p.compute_units);
-                jw_cstr(&w, "features", p.features);
-                jw_close(&w, '}');
+                copse__jw_open(&w, NULL, '{', false);
+                copse__jw_u64(&w, "index", d);
+                copse__jw_cstr(&w, "name", p.name);
+                copse__jw_cstr(&w, "kind", dev_kind_name(p.kind));
+                copse__jw_u64(&w, "memory_total", p.memory_total);
+                copse__jw_u64(&w, "memory_free", p.memory_free);
+                copse__jw_i64(&w, "compute_units", p.compute_units);
+                copse__jw_cstr(&w, "features", p.features);
+                copse__jw_close(&w, '}');
             } else {
                 printf("  %s:%zu  %s\n", r->name, d, p.name);
                 printf("      kind           %s\n", dev_kind_name(p.kind));
@@ -949,13 +790,13 @@ static int cmd_devices(const info_opts *o)
             }
         }
         if (o->json) {
-            jw_close(&w, ']');
-            jw_close(&w, '}');
+            copse__jw_close(&w, ']');
+            copse__jw_close(&w, '}');
         }
     }
     if (o->json) {
-        jw_close(&w, ']');
-        jw_close(&w, '}');
+        copse__jw_close(&w, ']');
+        copse__jw_close(&w, '}');
     }
     return 0;
 }

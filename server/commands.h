@@ -8,5 +8,8 @@
 int copse__cmd_info(int argc, char **argv);
 int copse__cmd_tokenize(int argc, char **argv);
 int copse__cmd_detokenize(int argc, char **argv);
+int copse__cmd_run(int argc, char **argv);
+int copse__cmd_bench(int argc, char **argv);
+int copse__cmd_random_model(int argc, char **argv);
 
 #endif

@@ -12,6 +12,9 @@ static const struct {
     int (*fn)(int argc, char **argv);
     const char *help;
 } commands[] = {
+    {"run", copse__cmd_run, "generate text from a prompt or a chat, streamed to standard output"},
+    {"bench", copse__cmd_bench, "measure prefill, decode and verification speed ('bench decode')"},
+    {"random-model", copse__cmd_random_model, "write a model of a known shape with random weights (benchmarks)"},
     {"info", copse__cmd_info, "show a model's metadata, tensors, vocabulary, chat template; or devices"},
     {"tokenize", copse__cmd_tokenize, "print the token ids of a text"},
     {"detokenize", copse__cmd_detokenize, "print the text of token ids"},

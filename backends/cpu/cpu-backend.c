@@ -2,8 +2,12 @@
  * cpu-backend.c — the CPU backend's registration, device and host buffers.
  *
  * The CPU is always present. Its device reports the ISA features detected at
- * run time; kernels are picked from those (see the kernel tables that come
- * with the CPU inference work).
+ * run time; kernels are picked from those (cpu-kernels.h: the kernel tables)
+ * and run on queues (cpu-queue.h: thread pool and ops).
+ *
+ * Buffers are plain host memory: buffer_alloc owns a 64-byte aligned block;
+ * buffer_from_host borrows the caller's memory (no copy; the caller keeps it
+ * alive and frees it after the buffer).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +16,7 @@
 
 #include "../backend-impl.h"
 #include "cpu-features.h"
+#include "cpu-queue.h"
 
 /* ---------------------------------------------------------------- buffers */
 
@@ -51,6 +56,19 @@ static const copse_backend_buffer_i cpu_buffer_i = {
     .download = cpu_buffer_download,
 };
 
+/* A borrowed buffer frees only its wrapper. */
+static void cpu_host_buffer_free(copse_backend_buffer *buf)
+{
+    free(buf);
+}
+
+static const copse_backend_buffer_i cpu_host_buffer_i = {
+    .free = cpu_host_buffer_free,
+    .host_ptr = cpu_buffer_host_ptr,
+    .upload = cpu_buffer_upload,
+    .download = cpu_buffer_download,
+};
+
 /* ---------------------------------------------------------------- device */
 
 #define CPU_BUFFER_ALIGN 64
@@ -71,6 +89,28 @@ static copse_status cpu_buffer_alloc(copse_backend_dev *dev, size_t size, copse_
     buf->size = size;
     *out = buf;
     return COPSE_OK;
+}
+
+static copse_status cpu_buffer_from_host(copse_backend_dev *dev, void *ptr, size_t size,
+                                         copse_backend_buffer **out)
+{
+    *out = NULL;
+    if (!ptr && size)
+        return COPSE_EINVAL;
+    copse_backend_buffer *buf = calloc(1, sizeof *buf);
+    if (!buf)
+        return COPSE_ENOMEM;
+    buf->iface = cpu_host_buffer_i;
+    buf->dev = dev;
+    buf->size = size;
+    buf->ctx = ptr;
+    *out = buf;
+    return COPSE_OK;
+}
+
+static copse_status cpu_queue_create(copse_backend_dev *dev, int n_threads, copse_backend_queue **out)
+{
+    return copse__cpu_queue_create(dev, n_threads, NULL, out);
 }
 
 static void cpu_get_props(const copse_backend_dev *dev, copse_dev_props *p)
@@ -96,7 +136,13 @@ static void cpu_get_props(const copse_backend_dev *dev, copse_dev_props *p)
 static copse_backend_reg cpu_reg;
 
 static copse_backend_dev cpu_dev = {
-    .iface = {.get_props = cpu_get_props, .buffer_alloc = cpu_buffer_alloc},
+    .iface =
+        {
+            .get_props = cpu_get_props,
+            .buffer_alloc = cpu_buffer_alloc,
+            .buffer_from_host = cpu_buffer_from_host,
+            .queue_create = cpu_queue_create,
+        },
     .reg = &cpu_reg,
     .ctx = NULL,
 };

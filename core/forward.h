@@ -1,0 +1,109 @@
+/*
+ * forward.h — the llama-family forward pass over a ragged batch (internal).
+ *
+ * One call runs the target model over any number of new tokens from any
+ * number of sequences: prefill chunks, single decode tokens and speculative
+ * trees are the same call. Each sequence's new tokens are stored in the paged
+ * KV cache at scratch positions committed + j (j = 0 .. n_new-1), rotated at
+ * positions committed + depth[j], and see the committed prefix plus the new
+ * tokens their mask allows (causal when no mask). Whether the new entries
+ * become committed is the caller's choice afterwards (copse__kvcache_commit
+ * for plain decoding, commit_path after verification).
+ *
+ * Architectures: "llama" (Llama 2/3, SmolLM/SmolLM2, Mistral, TinyLlama):
+ * RMSNorm, RoPE (adjacent pairs, theta and linear scaling from metadata),
+ * grouped-query attention, SwiGLU, tied or separate output head.
+ *
+ * Memory: everything (activations for max_tokens tokens, logits for
+ * max_tokens rows, KV pools from the budget, KV bookkeeping) is allocated by
+ * copse__forward_create; a forward call allocates nothing. Weights are
+ * borrowed views into the model's mapping where the device can read host
+ * memory, else uploaded once.
+ *
+ * Threading: a copse_forward is used by one thread at a time.
+ */
+#ifndef COPSE_CORE_FORWARD_H
+#define COPSE_CORE_FORWARD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend-impl.h"
+#include "copse.h"
+#include "gguf.h"
+#include "kvcache.h"
+
+/* ---------------------------------------------------------------- hyperparameters */
+
+typedef struct copse_hparams {
+    char arch[32];
+    uint32_t n_layer;
+    uint32_t n_embd;
+    uint32_t n_ff;
+    uint32_t n_head;
+    uint32_t n_head_kv;
+    uint32_t head_dim;
+    uint32_t n_vocab;
+    uint32_t n_ctx_train;
+    float rope_theta;
+    float rope_freq_scale; /* 1 / linear scaling factor; 1 = none */
+    float rms_eps;
+    bool tied_output; /* no output.weight: the embedding table is the head */
+} copse_hparams;
+
+/* Read and check a llama-family model's hyperparameters from its metadata.
+ * COPSE_EUNSUPPORTED for other architectures or rope scaling kinds,
+ * COPSE_EFORMAT for missing or inconsistent keys (err names the key). */
+copse_status copse__hparams_load(const copse_gguf *g, copse_hparams *hp, char *err, size_t err_size);
+
+/* ---------------------------------------------------------------- forward */
+
+typedef struct copse_forward copse_forward;
+
+typedef struct copse_forward_params {
+    int n_threads;         /* CPU threads (0 = all cores) */
+    uint32_t max_tokens;   /* most new tokens in one call */
+    uint32_t max_seqs;     /* most live sequences in the KV cache */
+    uint32_t max_ctx;      /* longest sequence, scratch included (0 = training context) */
+    uint64_t kv_mem;       /* KV pool budget in bytes (0 = enough for max_seqs * max_ctx) */
+    uint32_t block_size;   /* KV block size in tokens */
+    uint32_t kv_type;      /* copse_qtype of the pools: COPSE_Q_F32 (default) or COPSE_Q_F16 */
+} copse_forward_params;
+
+copse_forward_params copse__forward_default_params(void);
+
+/* Build the forward state of a loaded model on a device of a backend. */
+copse_status copse__forward_create(const copse_gguf *g, copse_backend_dev *dev,
+                                   const copse_forward_params *p, copse_forward **out, char *err,
+                                   size_t err_size);
+void copse__forward_destroy(copse_forward *f);
+
+const copse_hparams *copse__forward_hparams(const copse_forward *f);
+/* The KV bookkeeping: add and free sequences, commit, roll back through it. */
+copse_kvcache *copse__forward_kv(copse_forward *f);
+
+/* A ragged batch. Sequence s (a live KV sequence id seq[s]) owns batch tokens
+ * [first[s], first[s] + n_new[s]), in order, with no gaps between sequences. */
+typedef struct copse_fwd_batch {
+    int32_t n_tokens;
+    const copse_token *tokens; /* [n_tokens] */
+    const int32_t *depth;      /* [n_tokens] position offset from committed; NULL: j (a chain) */
+    int32_t n_seqs;
+    const int32_t *seq;        /* [n_seqs] KV sequence ids */
+    const int32_t *first;      /* [n_seqs] */
+    const int32_t *n_new;      /* [n_seqs] */
+    const uint64_t *const *mask; /* [n_seqs] ancestor masks (see copse_attn_batch) or NULL: all causal */
+    int32_t n_logits;
+    const int32_t *logit_rows; /* [n_logits] batch token indices whose logits are wanted */
+} copse_fwd_batch;
+
+/* Run the model over the batch and write logits[n_logits][n_vocab] (host).
+ * Reserves KV scratch for each sequence's new tokens first; COPSE_ENOSPACE
+ * (nothing run, nothing reserved beyond what already was) when the cache is
+ * full, COPSE_ERANGE when a sequence would exceed max_ctx, COPSE_EINVAL for a
+ * malformed batch (err says what). */
+copse_status copse__forward_run(copse_forward *f, const copse_fwd_batch *b, float *logits, char *err,
+                                size_t err_size);
+
+#endif /* COPSE_CORE_FORWARD_H */
