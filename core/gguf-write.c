@@ -221,7 +221,7 @@ copse_status copse__gguf_writer_add_tensor(copse_gguf_writer *w, const char *nam
 
 static int write_all(FILE *f, const void *p, size_t n)
 {
-    return fwrite(p, 1, n, f) == n ? 0 : -1;
+    return n == 0 || fwrite(p, 1, n, f) == n ? 0 : -1; /* p may be NULL when n == 0 */
 }
 
 static int write_uint(FILE *f, uint64_t v, int n)
