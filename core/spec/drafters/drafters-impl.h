@@ -66,6 +66,18 @@ void copse__ngram_index_free(copse__ngram_index *ix);
  * cap. O(n * max_n). */
 copse_status copse__ngram_index_append(copse__ngram_index *ix, const int32_t *toks, int32_t n);
 
+/* True if every id of toks[0..n) is in [0, p->n_vocab). */
+bool copse__drafter_tokens_ok(const copse_drafter_params *p, const int32_t *toks, int32_t n);
+
+/* A drafter's seq_begin over its index: check the prompt (COPSE_EINVAL),
+ * allocate for max_len tokens and index the prompt. */
+copse_status copse__ngram_index_begin(copse__ngram_index *ix, const copse_drafter_params *p, const int32_t *prompt,
+                                      int32_t n_prompt, int32_t max_len);
+
+/* A drafter's observe over its index: check the tokens (COPSE_EINVAL), append. */
+copse_status copse__ngram_index_observe(copse__ngram_index *ix, const copse_drafter_params *p, const int32_t *toks,
+                                        int32_t n);
+
 /* Bring the index in line with a caller's full history ctx[0..n_ctx): append
  * the tail the index has not seen. COPSE_EINVAL if ctx is shorter than the
  * history or disagrees with its last token; COPSE_ERANGE past cap. */

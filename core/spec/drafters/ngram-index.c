@@ -282,3 +282,34 @@ copse_status copse__drafter_cands_emit(copse__drafter_cands *c, int32_t budget, 
     };
     return copse__tree_expand_best(tree, c->nodes[0].token, &ep, cands_expand_cb, c);
 }
+
+/* ---------------------------------------------------------------- a drafter's sequence */
+
+bool copse__drafter_tokens_ok(const copse_drafter_params *p, const int32_t *toks, int32_t n)
+{
+    for (int32_t i = 0; i < n; i++)
+        if (toks[i] < 0 || toks[i] >= p->n_vocab)
+            return false;
+    return true;
+}
+
+copse_status copse__ngram_index_begin(copse__ngram_index *ix, const copse_drafter_params *p, const int32_t *prompt,
+                                      int32_t n_prompt, int32_t max_len)
+{
+    if (n_prompt < 0 || max_len < 1 || max_len < n_prompt || !copse__drafter_tokens_ok(p, prompt, n_prompt))
+        return COPSE_EINVAL;
+    copse_status st = copse__ngram_index_init(ix, max_len, p->ngram_max_n);
+    if (st != COPSE_OK)
+        return st;
+    st = copse__ngram_index_append(ix, prompt, n_prompt);
+    assert(st == COPSE_OK); /* max_len >= n_prompt */
+    return COPSE_OK;
+}
+
+copse_status copse__ngram_index_observe(copse__ngram_index *ix, const copse_drafter_params *p, const int32_t *toks,
+                                        int32_t n)
+{
+    if (n < 0 || !copse__drafter_tokens_ok(p, toks, n))
+        return COPSE_EINVAL;
+    return copse__ngram_index_append(ix, toks, n);
+}

@@ -47,14 +47,6 @@ typedef struct ngram_ctx {
     copse__drafter_cands cands;
 } ngram_ctx;
 
-static bool tokens_ok(const copse_drafter_params *p, const int32_t *toks, int32_t n)
-{
-    for (int32_t i = 0; i < n; i++)
-        if (toks[i] < 0 || toks[i] >= p->n_vocab)
-            return false;
-    return true;
-}
-
 static void ngram_seq_end(copse_drafter *d, int32_t seq)
 {
     ngram_ctx *g = d->ctx;
@@ -80,14 +72,10 @@ static copse_status ngram_seq_begin(copse_drafter *d, int32_t seq, const int32_t
 {
     ngram_ctx *g = d->ctx;
     assert(seq >= 0 && seq < g->p.max_seqs && !g->seqs[seq].live);
-    if (n_prompt < 0 || max_len < 1 || max_len < n_prompt || !tokens_ok(&g->p, prompt, n_prompt))
-        return COPSE_EINVAL;
     ngram_seq *s = &g->seqs[seq];
-    copse_status st = copse__ngram_index_init(&s->ix, max_len, g->p.ngram_max_n);
+    copse_status st = copse__ngram_index_begin(&s->ix, &g->p, prompt, n_prompt, max_len);
     if (st != COPSE_OK)
         return st;
-    st = copse__ngram_index_append(&s->ix, prompt, n_prompt);
-    assert(st == COPSE_OK);
     s->live = true;
     return COPSE_OK;
 }
@@ -96,9 +84,7 @@ static copse_status ngram_observe(copse_drafter *d, int32_t seq, const int32_t *
 {
     ngram_ctx *g = d->ctx;
     assert(seq >= 0 && seq < g->p.max_seqs && g->seqs[seq].live);
-    if (n < 0 || !tokens_ok(&g->p, toks, n))
-        return COPSE_EINVAL;
-    return copse__ngram_index_append(&g->seqs[seq].ix, toks, n);
+    return copse__ngram_index_observe(&g->seqs[seq].ix, &g->p, toks, n);
 }
 
 static copse_status ngram_propose(copse_drafter *d, int32_t seq, const int32_t *ctx, int32_t n_ctx,
@@ -108,7 +94,7 @@ static copse_status ngram_propose(copse_drafter *d, int32_t seq, const int32_t *
     assert(seq >= 0 && seq < g->p.max_seqs && g->seqs[seq].live);
     copse__ngram_index *ix = &g->seqs[seq].ix;
     int32_t seen = ix->len < n_ctx ? ix->len : n_ctx; /* only the unseen tail is checked */
-    if (n_ctx < 1 || !tokens_ok(&g->p, ctx + seen, n_ctx - seen))
+    if (n_ctx < 1 || !copse__drafter_tokens_ok(&g->p, ctx + seen, n_ctx - seen))
         return COPSE_EINVAL;
     copse_status st = copse__ngram_index_sync(ix, ctx, n_ctx);
     if (st != COPSE_OK)

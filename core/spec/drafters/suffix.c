@@ -407,14 +407,6 @@ static void propose_from_pool(suffix_ctx *g, const copse__ngram_index *ix, int32
     }
 }
 
-static bool tokens_ok(const copse_drafter_params *p, const int32_t *toks, int32_t n)
-{
-    for (int32_t i = 0; i < n; i++)
-        if (toks[i] < 0 || toks[i] >= p->n_vocab)
-            return false;
-    return true;
-}
-
 static void suffix_seq_end(copse_drafter *d, int32_t seq)
 {
     suffix_ctx *g = d->ctx;
@@ -448,14 +440,10 @@ static copse_status suffix_seq_begin(copse_drafter *d, int32_t seq, const int32_
 {
     suffix_ctx *g = d->ctx;
     assert(seq >= 0 && seq < g->p.max_seqs && !g->seqs[seq].live);
-    if (n_prompt < 0 || max_len < 1 || max_len < n_prompt || !tokens_ok(&g->p, prompt, n_prompt))
-        return COPSE_EINVAL;
     suffix_seq *s = &g->seqs[seq];
-    copse_status st = copse__ngram_index_init(&s->ix, max_len, g->p.ngram_max_n);
+    copse_status st = copse__ngram_index_begin(&s->ix, &g->p, prompt, n_prompt, max_len);
     if (st != COPSE_OK)
         return st;
-    st = copse__ngram_index_append(&s->ix, prompt, n_prompt);
-    assert(st == COPSE_OK);
     s->n_prompt = n_prompt;
     s->live = true;
     return COPSE_OK;
@@ -465,9 +453,7 @@ static copse_status suffix_observe(copse_drafter *d, int32_t seq, const int32_t 
 {
     suffix_ctx *g = d->ctx;
     assert(seq >= 0 && seq < g->p.max_seqs && g->seqs[seq].live);
-    if (n < 0 || !tokens_ok(&g->p, toks, n))
-        return COPSE_EINVAL;
-    return copse__ngram_index_append(&g->seqs[seq].ix, toks, n);
+    return copse__ngram_index_observe(&g->seqs[seq].ix, &g->p, toks, n);
 }
 
 static copse_status suffix_propose(copse_drafter *d, int32_t seq, const int32_t *ctx, int32_t n_ctx,
@@ -477,7 +463,7 @@ static copse_status suffix_propose(copse_drafter *d, int32_t seq, const int32_t 
     assert(seq >= 0 && seq < g->p.max_seqs && g->seqs[seq].live);
     copse__ngram_index *ix = &g->seqs[seq].ix;
     int32_t seen = ix->len < n_ctx ? ix->len : n_ctx;
-    if (n_ctx < 1 || !tokens_ok(&g->p, ctx + seen, n_ctx - seen))
+    if (n_ctx < 1 || !copse__drafter_tokens_ok(&g->p, ctx + seen, n_ctx - seen))
         return COPSE_EINVAL;
     copse_status st = copse__ngram_index_sync(ix, ctx, n_ctx);
     if (st != COPSE_OK)
