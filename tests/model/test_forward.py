@@ -163,7 +163,7 @@ def main():
     seed = int(os.environ.get("COPSE_TEST_SEED", rng.randrange(1 << 30)))
     rng.seed(seed)
     print("seed", seed)
-    cases = [("chat", CHAT), ("plain", PLAIN), ("random", [rng.randrange(ref.n_vocab) for _ in range(24)])]
+    cases = [("chat", CHAT), ("plain", PLAIN), ("random", [rng.randrange(ref.n_vocab) for _ in range(64)])]
 
     worst = {}
     runs = [("ref", REF_TOL, MARGIN, cases), (None, FAST_TOL, FAST_MARGIN, cases)]
