@@ -283,12 +283,6 @@ uint16_t copse__f32_to_bf16(float f)
 
 /* ---------------------------------------------------------------- byte helpers */
 
-/* A little-endian fp16 field as float. */
-static float rd_fp16(const uint8_t *p)
-{
-    return copse__fp16_to_f32(copse__rd_u16(p));
-}
-
 /* ---------------------------------------------------------------- plain types */
 
 /* F32: 4 bytes, little-endian IEEE binary32; copied bit for bit (NaN payloads
@@ -301,7 +295,7 @@ static void dq_f32(const uint8_t *src, float *y)
 /* F16: 2 bytes, little-endian IEEE binary16; y = (float)h, exact. */
 static void dq_f16(const uint8_t *src, float *y)
 {
-    *y = rd_fp16(src);
+    *y = copse__rd_fp16(src);
 }
 
 /* BF16: 2 bytes, little-endian bfloat16; y = bits << 16, exact. */
@@ -319,7 +313,7 @@ static void dq_q4_0(const uint8_t *src, float *y)
 {
     block_q4_0 b;
     memcpy(&b, src, sizeof b);
-    float d = rd_fp16(b.d);
+    float d = copse__rd_fp16(b.d);
     for (int j = 0; j < 16; j++) {
         y[j] = d * (float)((b.qs[j] & 0x0f) - 8);
         y[j + 16] = d * (float)((b.qs[j] >> 4) - 8);
@@ -332,8 +326,8 @@ static void dq_q4_1(const uint8_t *src, float *y)
 {
     block_q4_1 b;
     memcpy(&b, src, sizeof b);
-    float d = rd_fp16(b.d);
-    float m = rd_fp16(b.m);
+    float d = copse__rd_fp16(b.d);
+    float m = copse__rd_fp16(b.m);
     for (int j = 0; j < 16; j++) {
         float lo = d * (float)(b.qs[j] & 0x0f);
         float hi = d * (float)(b.qs[j] >> 4);
@@ -349,7 +343,7 @@ static void dq_q5_0(const uint8_t *src, float *y)
 {
     block_q5_0 b;
     memcpy(&b, src, sizeof b);
-    float d = rd_fp16(b.d);
+    float d = copse__rd_fp16(b.d);
     uint32_t qh = copse__rd_u32(b.qh);
     for (int j = 0; j < 16; j++) {
         int lo = (b.qs[j] & 0x0f) | (int)(((qh >> j) & 1u) << 4);
@@ -365,8 +359,8 @@ static void dq_q5_1(const uint8_t *src, float *y)
 {
     block_q5_1 b;
     memcpy(&b, src, sizeof b);
-    float d = rd_fp16(b.d);
-    float m = rd_fp16(b.m);
+    float d = copse__rd_fp16(b.d);
+    float m = copse__rd_fp16(b.m);
     uint32_t qh = copse__rd_u32(b.qh);
     for (int j = 0; j < 16; j++) {
         int lo = (b.qs[j] & 0x0f) | (int)(((qh >> j) & 1u) << 4);
@@ -383,7 +377,7 @@ static void dq_q8_0(const uint8_t *src, float *y)
 {
     block_q8_0 b;
     memcpy(&b, src, sizeof b);
-    float d = rd_fp16(b.d);
+    float d = copse__rd_fp16(b.d);
     for (int j = 0; j < 32; j++)
         y[j] = d * (float)copse__i8_of(b.qs[j]);
 }
@@ -394,7 +388,7 @@ static void dq_q8_1(const uint8_t *src, float *y)
 {
     block_q8_1 b;
     memcpy(&b, src, sizeof b);
-    float d = rd_fp16(b.d);
+    float d = copse__rd_fp16(b.d);
     for (int j = 0; j < 32; j++)
         y[j] = d * (float)copse__i8_of(b.qs[j]);
 }
@@ -410,8 +404,8 @@ static void dq_q2_k(const uint8_t *src, float *y)
 {
     block_q2_k b;
     memcpy(&b, src, sizeof b);
-    float d = rd_fp16(b.d);
-    float dmin = rd_fp16(b.dmin);
+    float d = copse__rd_fp16(b.d);
+    float dmin = copse__rd_fp16(b.dmin);
     for (int i = 0; i < COPSE_QK_K; i++) {
         int h = i / 128, k = (i % 128) / 32, l = i % 32, g = i / 16;
         int q = (b.qs[32 * h + l] >> (2 * k)) & 3;
@@ -440,7 +434,7 @@ static void dq_q3_k(const uint8_t *src, float *y)
 {
     block_q3_k b;
     memcpy(&b, src, sizeof b);
-    float d = rd_fp16(b.d);
+    float d = copse__rd_fp16(b.d);
     for (int i = 0; i < COPSE_QK_K; i++) {
         int h = i / 128, k = (i % 128) / 32, l = i % 32, g = i / 16;
         int low2 = (b.qs[32 * h + l] >> (2 * k)) & 3;
@@ -475,8 +469,8 @@ static void dq_q4_k(const uint8_t *src, float *y)
 {
     block_q4_k b;
     memcpy(&b, src, sizeof b);
-    float d = rd_fp16(b.d);
-    float dmin = rd_fp16(b.dmin);
+    float d = copse__rd_fp16(b.d);
+    float dmin = copse__rd_fp16(b.dmin);
     for (int j = 0; j < 8; j++) {
         int sc, mn;
         k4_scale_min(b.scales, j, &sc, &mn);
@@ -497,8 +491,8 @@ static void dq_q5_k(const uint8_t *src, float *y)
 {
     block_q5_k b;
     memcpy(&b, src, sizeof b);
-    float d = rd_fp16(b.d);
-    float dmin = rd_fp16(b.dmin);
+    float d = copse__rd_fp16(b.d);
+    float dmin = copse__rd_fp16(b.dmin);
     for (int j = 0; j < 8; j++) {
         int sc, mn;
         k4_scale_min(b.scales, j, &sc, &mn);
@@ -523,7 +517,7 @@ static void dq_q6_k(const uint8_t *src, float *y)
 {
     block_q6_k b;
     memcpy(&b, src, sizeof b);
-    float d = rd_fp16(b.d);
+    float d = copse__rd_fp16(b.d);
     for (int i = 0; i < COPSE_QK_K; i++) {
         int h = i / 128, r = i % 128, l = i % 32;
         int low4 = (b.ql[64 * h + r % 64] >> (r / 64 ? 4 : 0)) & 0x0f;

@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bytes.h"
 #include "copse.h"
 
 typedef enum copse_qtype {
@@ -72,5 +73,11 @@ float copse__fp16_to_f32(uint16_t h);
 uint16_t copse__f32_to_fp16(float f);
 float copse__bf16_to_f32(uint16_t h);
 uint16_t copse__f32_to_bf16(float f);
+
+/* A little-endian fp16 field at any alignment, as float. */
+static inline float copse__rd_fp16(const uint8_t *p)
+{
+    return copse__fp16_to_f32(copse__rd_u16(p));
+}
 
 #endif /* COPSE_CORE_QUANT_H */

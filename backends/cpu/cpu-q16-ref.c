@@ -21,18 +21,6 @@
 #pragma GCC optimize("fp-contract=off")
 #endif
 
-/* ---------------------------------------------------------------- helpers */
-
-static float rd_fp16(const uint8_t *p)
-{
-    return copse__fp16_to_f32((uint16_t)(p[0] | (p[1] << 8)));
-}
-
-static int i8_of(uint8_t b)
-{
-    return b < 128 ? (int)b : (int)b - 256;
-}
-
 /* ---------------------------------------------------------------- Q16 activations */
 
 static void ref_quantize_q16(const float *x, int64_t k, int16_t *qs, float *d, float *s, int32_t *sum)
@@ -74,7 +62,7 @@ enum { K_Q8_0, K_Q4_0, K_Q4_1, K_Q4_K, K_Q5_0, K_Q5_1, K_Q6_K };
 static int weight_q(const uint8_t *row, int64_t b, int e, int kind)
 {
     switch (kind) {
-    case K_Q8_0: return i8_of(row[b * 34 + 2 + e]);
+    case K_Q8_0: return copse__i8_of(row[b * 34 + 2 + e]);
     case K_Q4_0: {
         const uint8_t *q = row + b * 18 + 2;
         return (e < 16 ? q[e] & 15 : q[e - 16] >> 4) - 8;
@@ -131,22 +119,22 @@ static float block_term(const uint8_t *row, int64_t b, const int wq[32], const c
     case K_Q4_0:
     case K_Q5_0: {
         const uint8_t *blk = row + b * (kind == K_Q8_0 ? 34 : kind == K_Q4_0 ? 18 : 22);
-        float dd = rd_fp16(blk) * x->d[b];
+        float dd = copse__rd_fp16(blk) * x->d[b];
         return dd * (float)(h[0] + h[1]);
     }
     case K_Q4_1:
     case K_Q5_1: {
         const uint8_t *blk = row + b * (kind == K_Q4_1 ? 20 : 24);
-        float dd = rd_fp16(blk) * x->d[b];
+        float dd = copse__rd_fp16(blk) * x->d[b];
         float t1 = dd * (float)(h[0] + h[1]);
-        float t2 = rd_fp16(blk + 2) * x->s[b];
+        float t2 = copse__rd_fp16(blk + 2) * x->s[b];
         return t1 + t2;
     }
     case K_Q4_K: {
         const uint8_t *sb = row + (b / 8) * 144;
         int sc, mn;
         k4_scale_min(sb + 4, (int)(b % 8), &sc, &mn);
-        float ds = rd_fp16(sb) * (float)sc, dm = rd_fp16(sb + 2) * (float)mn;
+        float ds = copse__rd_fp16(sb) * (float)sc, dm = copse__rd_fp16(sb + 2) * (float)mn;
         float t1 = (ds * x->d[b]) * (float)(h[0] + h[1]);
         float t2 = dm * x->s[b];
         return t1 - t2;
@@ -154,9 +142,9 @@ static float block_term(const uint8_t *row, int64_t b, const int wq[32], const c
     default: { /* K_Q6_K */
         const uint8_t *sb = row + (b / 8) * 210;
         const int j = (int)(b % 8);
-        int32_t p0 = i8_of(sb[192 + 2 * j]) * h[0], p1 = i8_of(sb[193 + 2 * j]) * h[1];
+        int32_t p0 = copse__i8_of(sb[192 + 2 * j]) * h[0], p1 = copse__i8_of(sb[193 + 2 * j]) * h[1];
         float f = (float)p0 + (float)p1;
-        float dd = rd_fp16(sb + 208) * x->d[b];
+        float dd = copse__rd_fp16(sb + 208) * x->d[b];
         return dd * f;
     }
     }

@@ -35,23 +35,6 @@
 #define CPU_HAVE_X86_SIMD 0
 #endif
 
-/* ---------------------------------------------------------------- byte helpers */
-
-static uint16_t rd_u16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | (p[1] << 8));
-}
-
-static float rd_fp16(const uint8_t *p)
-{
-    return copse__fp16_to_f32(rd_u16(p));
-}
-
-static int i8_of(uint8_t b)
-{
-    return b < 128 ? (int)b : (int)b - 256;
-}
-
 /* ---------------------------------------------------------------- f32 primitives */
 
 static float ref_dot_f32(const float *a, const float *b, int64_t n)
@@ -209,8 +192,8 @@ static void ref_mm_q8_0(const uint8_t *w, size_t w_stride, int64_t n_rows, const
             const int8_t *xq = x->qs + b * COPSE_CPU_QK;
             int32_t isum = 0;
             for (int j = 0; j < 32; j++)
-                isum += i8_of(blk[2 + j]) * xq[j];
-            float dd = rd_fp16(blk) * x->d[b];
+                isum += copse__i8_of(blk[2 + j]) * xq[j];
+            float dd = copse__rd_fp16(blk) * x->d[b];
             float t = dd * (float)isum;
             acc[b % 8] = acc[b % 8] + t;
         }
@@ -235,7 +218,7 @@ static void ref_mm_q4_0(const uint8_t *w, size_t w_stride, int64_t n_rows, const
             for (int j = 0; j < 16; j++)
                 isum += (blk[2 + j] & 0x0f) * xq[j] + (blk[2 + j] >> 4) * xq[j + 16];
             isum -= 8 * x->sum[b];
-            float dd = rd_fp16(blk) * x->d[b];
+            float dd = copse__rd_fp16(blk) * x->d[b];
             float t = dd * (float)isum;
             acc[b % 8] = acc[b % 8] + t;
         }
@@ -258,9 +241,9 @@ static void ref_mm_q4_1(const uint8_t *w, size_t w_stride, int64_t n_rows, const
             int32_t isum = 0;
             for (int j = 0; j < 16; j++)
                 isum += (blk[4 + j] & 0x0f) * xq[j] + (blk[4 + j] >> 4) * xq[j + 16];
-            float dd = rd_fp16(blk) * x->d[b];
+            float dd = copse__rd_fp16(blk) * x->d[b];
             float t1 = dd * (float)isum;
-            float t2 = rd_fp16(blk + 2) * x->s[b];
+            float t2 = copse__rd_fp16(blk + 2) * x->s[b];
             float t = t1 + t2;
             acc[b % 8] = acc[b % 8] + t;
         }
@@ -291,11 +274,11 @@ static void ref_mm_q5(const uint8_t *w, size_t w_stride, int64_t n_rows, const c
                 int hi = (blk[qs_at + j] >> 4) | (int)((qh >> (j + 16)) & 1u) << 4;
                 isum += lo * xq[j] + hi * xq[j + 16];
             }
-            float dd = rd_fp16(blk) * x->d[b];
+            float dd = copse__rd_fp16(blk) * x->d[b];
             float t;
             if (q5_1) {
                 float t1 = dd * (float)isum;
-                float t2 = rd_fp16(blk + 2) * x->s[b];
+                float t2 = copse__rd_fp16(blk + 2) * x->s[b];
                 t = t1 + t2;
             } else {
                 isum -= 16 * x->sum[b];
@@ -345,7 +328,7 @@ static void ref_mm_q4_k(const uint8_t *w, size_t w_stride, int64_t n_rows, const
         float acc[8] = {0};
         for (int64_t sb = 0; sb < nb / 8; sb++) {
             const uint8_t *blk = row + sb * 144;
-            float d = rd_fp16(blk), dmin = rd_fp16(blk + 2);
+            float d = copse__rd_fp16(blk), dmin = copse__rd_fp16(blk + 2);
             for (int j = 0; j < 8; j++) {
                 int sc, mn;
                 k4_scale_min(blk + 4, j, &sc, &mn);
@@ -384,7 +367,7 @@ static void ref_mm_q6_k(const uint8_t *w, size_t w_stride, int64_t n_rows, const
         float acc[8] = {0};
         for (int64_t sb = 0; sb < nb / 8; sb++) {
             const uint8_t *blk = row + sb * 210;
-            float d = rd_fp16(blk + 208);
+            float d = copse__rd_fp16(blk + 208);
             for (int j = 0; j < 8; j++) {
                 const int64_t b = sb * 8 + j;
                 const int8_t *xq = x->qs + b * COPSE_CPU_QK;
@@ -396,7 +379,7 @@ static void ref_mm_q6_k(const uint8_t *w, size_t w_stride, int64_t n_rows, const
                     int high2 = (blk[128 + 32 * h + e] >> (2 * (j % 4))) & 3;
                     half[e / 16] += ((low4 | high2 << 4) - 32) * xq[e];
                 }
-                int32_t isum = i8_of(blk[192 + 2 * j]) * half[0] + i8_of(blk[193 + 2 * j]) * half[1];
+                int32_t isum = copse__i8_of(blk[192 + 2 * j]) * half[0] + copse__i8_of(blk[193 + 2 * j]) * half[1];
                 float dd = d * x->d[b];
                 float t = dd * (float)isum;
                 acc[j] = acc[j] + t;
