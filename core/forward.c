@@ -461,7 +461,7 @@ static copse_status plan_positions(copse_forward *f, const copse_fwd_batch *b, c
         if (cow.n > 0) {
             for (int32_t i = 0; i < cow.n; i++)
                 f->cow_moves[i] = (copse_kv_move){.src = cow.src + i, .dst = cow.dst + i};
-            if ((st = f->q->iface.kv_commit(f->q, f->all_pools, 2 * (int32_t)f->hp.n_layer, f->cow_moves, cow.n)))
+            if ((st = copse__forward_kv_moves(f, f->cow_moves, cow.n)))
                 return copse__errorf(err, err_size, st, "KV copy-on-write failed: %s", copse_strerror(st));
         }
         const uint32_t committed = copse__kvcache_seq_len(f->kv, seq);
@@ -570,4 +570,14 @@ copse_status copse__forward_run(copse_forward *f, const copse_fwd_batch *b, floa
 
 device_error:
     return copse__errorf(err, err_size, st, "device error during the forward pass: %s", copse_strerror(st));
+}
+
+copse_status copse__forward_kv_moves(copse_forward *f, const copse_kv_move *moves, int32_t n)
+{
+    if (n <= 0)
+        return COPSE_OK;
+    copse_status st = f->q->iface.kv_commit(f->q, f->all_pools, 2 * (int32_t)f->hp.n_layer, moves, n);
+    if (st != COPSE_OK)
+        return st;
+    return f->q->iface.synchronize(f->q);
 }

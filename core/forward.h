@@ -106,4 +106,9 @@ typedef struct copse_fwd_batch {
 copse_status copse__forward_run(copse_forward *f, const copse_fwd_batch *b, float *logits, char *err,
                                 size_t err_size);
 
+/* Apply KV entry moves (from copse__kvcache_commit_path) to every layer's K
+ * and V pools, in list order (the backend's kv_commit op), and wait for them.
+ * n == 0 does nothing. */
+copse_status copse__forward_kv_moves(copse_forward *f, const copse_kv_move *moves, int32_t n);
+
 #endif /* COPSE_CORE_FORWARD_H */

@@ -19,6 +19,7 @@
 #include "forward.h"
 #include "model.h"
 #include "sampling.h"
+#include "spec/engine.h"
 #include "tokenizer.h"
 
 typedef struct run_opts {
@@ -30,6 +31,7 @@ typedef struct run_opts {
     int threads;
     int ctx;
     int add_bos; /* -1: the model's flag */
+    const char *draft; /* drafter spec for speculative decoding, or NULL */
     copse_sampling_params sp;
 } run_opts;
 
@@ -57,7 +59,9 @@ static void usage(FILE *f)
             "      --seed S            sampling seed (default: from the clock)\n"
             "  -t, --threads N         CPU threads (default: all cores)\n"
             "  -c, --ctx N             context length (default: 4096 or the model's, if smaller)\n"
-            "      --no-bos            do not add BOS even if the model asks for it\n");
+            "      --no-bos            do not add BOS even if the model asks for it\n"
+            "      --draft SPEC        speculative decoding with a drafter: ngram, suffix\n"
+            "                          (default: none); acceptance stats go to standard error\n");
 }
 
 static double now_s(void)
@@ -123,6 +127,9 @@ static int parse_args(int argc, char **argv, run_opts *o)
         } else if (!strcmp(a, "--system")) {
             NEEDS_VALUE_();
             o->system = v;
+        } else if (!strcmp(a, "--draft")) {
+            NEEDS_VALUE_();
+            o->draft = v;
         } else if (!strcmp(a, "--chat")) {
             o->chat = 1;
         } else if (!strcmp(a, "--no-bos")) {
@@ -183,6 +190,7 @@ typedef struct session {
     copse_forward *fwd;
     copse_sampler *sampler;
     copse_chat_format *fmt;
+    copse_spec_engine *spec; /* NULL: plain decoding */
     int32_t seq;
     uint32_t n_vocab, max_tokens, ctx;
     copse_token *history; /* every token in the KV cache, in order [ctx] */
@@ -277,6 +285,15 @@ static int session_open(session *s, const run_opts *o)
         fprintf(stderr, "copse run: out of memory\n");
         return -1;
     }
+    if (o->draft) {
+        copse_spec_params sp = copse__spec_default_params();
+        sp.sampling = o->sp;
+        sp.max_len = s->ctx;
+        if (copse__spec_create(s->fwd, s->seq, o->draft, &sp, &s->spec, err, sizeof err) != COPSE_OK) {
+            fprintf(stderr, "copse run: --draft %s: %s\n", o->draft, err);
+            return -1;
+        }
+    }
     fprintf(stderr, "copse: %s, %u layers, width %u, vocabulary %u; context %u; ready in %.2fs\n", hp.arch,
             hp.n_layer, hp.n_embd, hp.n_vocab, s->ctx, now_s() - t0);
     return 0;
@@ -284,6 +301,7 @@ static int session_open(session *s, const run_opts *o)
 
 static void session_close(session *s)
 {
+    copse__spec_destroy(s->spec);
     copse__chat_format_destroy(s->fmt);
     copse__sampler_destroy(s->sampler);
     copse__forward_destroy(s->fwd);
@@ -355,6 +373,97 @@ static int prompt(session *s, const char *text, int add_special)
     return rc;
 }
 
+/* Detokenize one generated token to standard output (and *reply). */
+static int emit_token(session *s, copse_detok_stream *ds, copse_token t, char **reply, size_t *rlen, size_t *rcap)
+{
+    char piece[512];
+    int w = copse__detok_stream_push(s->tok, ds, t, false, piece, sizeof piece);
+    if (w > 0) {
+        fwrite(piece, 1, (size_t)w, stdout);
+        fflush(stdout);
+        if (reply) {
+            if (*rlen + (size_t)w + 1 > *rcap) {
+                *rcap = (*rlen + (size_t)w + 1) * 2;
+                char *nr = realloc(*reply, *rcap);
+                if (!nr)
+                    return -1;
+                *reply = nr;
+            }
+            memcpy(*reply + *rlen, piece, (size_t)w);
+            *rlen += (size_t)w;
+            (*reply)[*rlen] = 0;
+        }
+    }
+    return 0;
+}
+
+static bool spec_stop_cb(void *ud, copse_token t, int32_t index)
+{
+    (void)index;
+    const session *s = ud;
+    return copse__tokenizer_is_eog(s->tok, t);
+}
+
+/* Speculative generation after the first token t0 (emitted, not in the KV
+ * cache, not end-of-generation): steps the engine until n_predict tokens
+ * are out or one ends the generation, then leaves the session as plain
+ * decoding would (every emitted token in the cache, an end-of-generation
+ * token only in chat mode). */
+static int generate_spec(session *s, copse_token t0, int emitted, copse_detok_stream *ds, char **reply,
+                         size_t *rlen, size_t *rcap)
+{
+    char err[512];
+    if (copse__spec_begin(s->spec, s->history, s->n_history, t0, err, sizeof err) != COPSE_OK) {
+        fprintf(stderr, "\ncopse run: %s\n", err);
+        return -1;
+    }
+    copse_token last = t0;
+    int rc = 0;
+    while (emitted < s->o->n_predict) {
+        const copse_token *toks;
+        int32_t n;
+        copse_verify_stop stop;
+        if (copse__spec_step(s->spec, spec_stop_cb, s, s->o->n_predict - emitted, &toks, &n, &stop, err,
+                             sizeof err) != COPSE_OK) {
+            fprintf(stderr, "\ncopse run: %s\n", err);
+            rc = -1;
+            break;
+        }
+        int done = 0;
+        for (int32_t i = 0; i < n && !done; i++) {
+            last = toks[i];
+            s->gen_tokens++;
+            emitted++;
+            if (copse__tokenizer_is_eog(s->tok, last))
+                done = 1;
+            else if (emit_token(s, ds, last, reply, rlen, rcap) != 0)
+                return -1;
+        }
+        if (done || stop != COPSE_VERIFY_CONTINUE)
+            break;
+    }
+    /* the session's view of the cache: the engine's committed tokens */
+    uint32_t nc;
+    const copse_token *committed = copse__spec_committed(s->spec, &nc);
+    memcpy(s->history, committed, sizeof *committed * nc);
+    s->n_history = nc;
+    if (rc == 0 && (!copse__tokenizer_is_eog(s->tok, last) || s->o->chat) && feed(s, &last, 1) != 0)
+        rc = -1;
+    return rc;
+}
+
+static void print_spec_stats(const session *s)
+{
+    copse_spec_stats st = copse__spec_stats(s->spec);
+    fprintf(stderr,
+            "copse: draft %s: steps %llu, proposed %llu, accepted %llu (%.1f%%), mean accepted length %.2f, "
+            "tokens/step %.2f\n",
+            copse__spec_drafter_name(s->spec), (unsigned long long)st.steps, (unsigned long long)st.proposed,
+            (unsigned long long)st.accepted, st.proposed ? 100.0 * (double)st.accepted / (double)st.proposed : 0.0,
+            st.steps ? (double)st.accepted / (double)st.steps : 0.0,
+            st.steps ? (double)st.emitted / (double)st.steps : 0.0);
+}
+
 /* Sample and stream up to n_predict tokens; the generated text is appended to
  * *reply (malloc'ed) when reply is not NULL. */
 static int generate(session *s, char **reply)
@@ -381,22 +490,11 @@ static int generate(session *s, char **reply)
                 rc = -1;
             break;
         }
-        int w = copse__detok_stream_push(s->tok, &ds, t, false, piece, sizeof piece);
-        if (w > 0) {
-            fwrite(piece, 1, (size_t)w, stdout);
-            fflush(stdout);
-            if (reply) {
-                if (rlen + (size_t)w + 1 > rcap) {
-                    rcap = (rlen + (size_t)w + 1) * 2;
-                    char *nr = realloc(*reply, rcap);
-                    if (!nr)
-                        return -1;
-                    *reply = nr;
-                }
-                memcpy(*reply + rlen, piece, (size_t)w);
-                rlen += (size_t)w;
-                (*reply)[rlen] = 0;
-            }
+        if (emit_token(s, &ds, t, reply, &rlen, &rcap) != 0)
+            return -1;
+        if (s->spec) {
+            rc = generate_spec(s, t, i + 1, &ds, reply, &rlen, &rcap);
+            break;
         }
         if (feed(s, &t, 1) != 0) {
             rc = -1;
@@ -526,6 +624,8 @@ int copse__cmd_run(int argc, char **argv)
             fprintf(stderr, "\ncopse: prompt %llu tokens, %.1f tokens/s; generated %llu tokens, %.1f tokens/s\n",
                     (unsigned long long)s.prompt_tokens, s.prompt_s > 0 ? s.prompt_tokens / s.prompt_s : 0.0,
                     (unsigned long long)s.gen_tokens, s.gen_s > 0 ? s.gen_tokens / s.gen_s : 0.0);
+        if (s.spec)
+            print_spec_stats(&s);
     }
     session_close(&s);
     return rc == 0 ? 0 : 1;
