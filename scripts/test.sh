@@ -39,7 +39,8 @@ if [ ! -f build-asan/build.ninja ]; then
 fi
 if ninja -C build-asan >/dev/null; then
     UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
-        meson test -C build-asan --suite unit --num-processes 2 --print-errorlogs 2>&1 | tee build-asan/test.log
+        meson test -C build-asan --suite unit --num-processes 2 --timeout-multiplier 3 --print-errorlogs 2>&1 \
+        | tee build-asan/test.log
     count_meson build-asan/test.log
 else
     echo "test.sh: sanitizer build failed" >&2
