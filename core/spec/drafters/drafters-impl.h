@@ -74,6 +74,12 @@ bool copse__drafter_tokens_ok(const copse_drafter_params *p, const int32_t *toks
 copse_status copse__ngram_index_begin(copse__ngram_index *ix, const copse_drafter_params *p, const int32_t *prompt,
                                       int32_t n_prompt, int32_t max_len);
 
+/* A drafter's propose over its index: check the part of the history ctx[0..n_ctx)
+ * the index has not seen (COPSE_EINVAL, also for an empty history), then
+ * copse__ngram_index_sync. */
+copse_status copse__ngram_index_catch_up(copse__ngram_index *ix, const copse_drafter_params *p, const int32_t *ctx,
+                                         int32_t n_ctx);
+
 /* A drafter's observe over its index: check the tokens (COPSE_EINVAL), append. */
 copse_status copse__ngram_index_observe(copse__ngram_index *ix, const copse_drafter_params *p, const int32_t *toks,
                                         int32_t n);

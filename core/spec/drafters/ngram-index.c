@@ -313,3 +313,12 @@ copse_status copse__ngram_index_observe(copse__ngram_index *ix, const copse_draf
         return COPSE_EINVAL;
     return copse__ngram_index_append(ix, toks, n);
 }
+
+copse_status copse__ngram_index_catch_up(copse__ngram_index *ix, const copse_drafter_params *p, const int32_t *ctx,
+                                         int32_t n_ctx)
+{
+    int32_t seen = ix->len < n_ctx ? ix->len : n_ctx; /* only the unseen tail is checked */
+    if (n_ctx < 1 || !copse__drafter_tokens_ok(p, ctx + seen, n_ctx - seen))
+        return COPSE_EINVAL;
+    return copse__ngram_index_sync(ix, ctx, n_ctx);
+}

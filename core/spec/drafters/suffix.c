@@ -462,10 +462,7 @@ static copse_status suffix_propose(copse_drafter *d, int32_t seq, const int32_t 
     suffix_ctx *g = d->ctx;
     assert(seq >= 0 && seq < g->p.max_seqs && g->seqs[seq].live);
     copse__ngram_index *ix = &g->seqs[seq].ix;
-    int32_t seen = ix->len < n_ctx ? ix->len : n_ctx;
-    if (n_ctx < 1 || !copse__drafter_tokens_ok(&g->p, ctx + seen, n_ctx - seen))
-        return COPSE_EINVAL;
-    copse_status st = copse__ngram_index_sync(ix, ctx, n_ctx);
+    copse_status st = copse__ngram_index_catch_up(ix, &g->p, ctx, n_ctx);
     if (st != COPSE_OK)
         return st;
     copse__drafter_clamp(&g->p, tree, &budget, &max_depth);
