@@ -165,10 +165,17 @@ typedef struct copse_backend_queue_i {
     /* Move pool entries (all listed layers' pools, K and V), in list order. */
     copse_status (*kv_commit)(copse_backend_queue *q, const copse_tensor *const *pools, int32_t n_pools,
                               const copse_slot_move *moves, int32_t n_moves);
-    /* Greedy verification: argmax[t] = index of the largest logit of row t
+    /* Verification, greedy: argmax[t] = index of the largest logit of row t
      * (lowest index on ties), logits F32 [n, n_vocab]; only ids leave the
-     * device. The stochastic (MSS) variant joins with the speculative core. */
+     * device, the host walks the tree (spec/verify.h). */
     copse_status (*argmax)(copse_backend_queue *q, const copse_tensor *logits, int32_t *argmax);
+    /* Verification, stochastic (MSS): the target's probabilities,
+     * out[t][i] = exp(l[t][i] * inv_temp - m) / sum_j exp(l[t][j] * inv_temp - m)
+     * with m the row maximum of l * inv_temp (F32 [n, n_vocab]); the host
+     * applies top-k/top-p/min-p to the rows it reads. out may alias logits.
+     * (optional: NULL means the core computes it on the host) */
+    copse_status (*softmax)(copse_backend_queue *q, const copse_tensor *logits, float inv_temp,
+                            const copse_tensor *out);
 } copse_backend_queue_i;
 
 struct copse_backend_queue {

@@ -42,7 +42,8 @@ extern "C" {
     X(ENOTFOUND, -6, "not found")                                             \
     X(ERANGE, -7, "value out of range")                                       \
     X(ENOSPACE, -8, "output buffer too small")                                \
-    X(ENODEV, -9, "no such device or backend")
+    X(ENODEV, -9, "no such device or backend")                                \
+    X(EBUSY, -10, "busy, try again later")
 
 typedef enum copse_status {
 #define COPSE_STATUS_ENUM_(name, value, msg) COPSE_##name = (value),
