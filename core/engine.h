@@ -65,6 +65,10 @@ typedef struct copse_engine_params {
     int32_t spec_nodes;   /* default node budget per request per step (>= 1). Default 16 */
     int32_t spec_depth;   /* default depth limit (>= 1). Default 8 */
     int n_threads;        /* CPU threads for drafters that run models (0 = all) */
+    /* End-of-generation tokens (the tokenizer's EOG set); a request stops
+     * after emitting one unless it sets ignore_eos. Copied by create. */
+    const copse_token *eos;
+    int32_t n_eos;        /* 0 .. 64 */
 } copse_engine_params;
 
 copse_engine_params copse__engine_default_params(void);
@@ -185,6 +189,12 @@ typedef struct copse_drafter_stats {
 copse_engine_stats copse__engine_stats(const copse_engine *e);
 int32_t copse__engine_n_drafters(const copse_engine *e);
 copse_drafter_stats copse__engine_drafter_stats(const copse_engine *e, int32_t i);
+/* For tests: a running request's KV sequence and its committed tokens
+ * (tokens[0 .. *n_committed) are in the KV cache). COPSE_ENOTFOUND when the
+ * request is not running. */
+copse_status copse__engine_debug_request(const copse_engine *e, uint64_t id, int32_t *seq,
+                                         const copse_token **tokens, int32_t *n_committed);
+
 /* The forward it drives (e.g. for copse__forward_hparams). */
 copse_forward *copse__engine_forward(copse_engine *e);
 

@@ -176,6 +176,11 @@ const copse_hparams *copse__forward_hparams(const copse_forward *f)
     return &f->hp;
 }
 
+const copse_forward_params *copse__forward_params(const copse_forward *f)
+{
+    return &f->p;
+}
+
 copse_kvcache *copse__forward_kv(copse_forward *f)
 {
     return f->kv;
@@ -580,4 +585,25 @@ copse_status copse__forward_kv_moves(copse_forward *f, const copse_kv_move *move
     if (st != COPSE_OK)
         return st;
     return f->q->iface.synchronize(f->q);
+}
+
+copse_status copse__forward_kv_read(copse_forward *f, int32_t layer, int32_t slot, float *k, float *v)
+{
+    if (layer < 0 || (uint32_t)layer >= f->hp.n_layer || slot < 0 || slot >= (int32_t)f->k_pool[layer].ne[1])
+        return COPSE_EINVAL;
+    const copse_tensor *pools[2] = {&f->k_pool[layer], &f->v_pool[layer]};
+    float *outs[2] = {k, v};
+    uint8_t row[4 * 4096];
+    for (int i = 0; i < 2; i++) {
+        const copse_tensor *t = pools[i];
+        if (t->row_stride > sizeof row)
+            return COPSE_ERANGE;
+        copse_backend_buffer *b = t->buf;
+        copse_status st = b->iface.download(b, t->offset + (size_t)slot * t->row_stride, row, t->row_stride);
+        if (st != COPSE_OK)
+            return st;
+        if ((st = copse__dequantize_row(t->type, row, outs[i], t->ne[0])) != COPSE_OK)
+            return st;
+    }
+    return COPSE_OK;
 }

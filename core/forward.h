@@ -80,6 +80,8 @@ copse_status copse__forward_create(const copse_gguf *g, copse_backend_dev *dev,
 void copse__forward_destroy(copse_forward *f);
 
 const copse_hparams *copse__forward_hparams(const copse_forward *f);
+/* The parameters in effect (defaults resolved: max_ctx, n_threads, ...). */
+const copse_forward_params *copse__forward_params(const copse_forward *f);
 /* The KV bookkeeping: add and free sequences, commit, roll back through it. */
 copse_kvcache *copse__forward_kv(copse_forward *f);
 
@@ -110,5 +112,10 @@ copse_status copse__forward_run(copse_forward *f, const copse_fwd_batch *b, floa
  * and V pools, in list order (the backend's kv_commit op), and wait for them.
  * n == 0 does nothing. */
 copse_status copse__forward_kv_moves(copse_forward *f, const copse_kv_move *moves, int32_t n);
+
+/* Read one KV entry (K and V rows of kv_dim floats) of a layer's pools at a
+ * cache slot (copse__kvcache_slot), for tests and debugging. COPSE_EINVAL
+ * for a bad layer or slot. */
+copse_status copse__forward_kv_read(copse_forward *f, int32_t layer, int32_t slot, float *k, float *v);
 
 #endif /* COPSE_CORE_FORWARD_H */

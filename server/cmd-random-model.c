@@ -30,14 +30,17 @@ static const shape shapes[] = {
     {"smollm2-1.7b", 2048, 8192, 24, 32, 32, 49152, 1, 130000.0f},
     {"llama-1b", 2048, 8192, 16, 32, 8, 128256, 1, 500000.0f},
     {"llama-8b", 4096, 14336, 32, 32, 8, 128256, 0, 500000.0f},
+    /* not a published model: small enough for exhaustive tests (e.g. many
+     * speculative steps, chi-square tests of sampling on a small vocabulary) */
+    {"tiny", 64, 128, 2, 4, 2, 512, 1, 10000.0f},
 };
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: copse random-model --shape NAME --type TYPE -o FILE [--seed S] [--layers N]\n\n"
+    fprintf(f, "usage: copse random-model --shape NAME --type TYPE -o FILE [--seed S] [--layers N] [--vocab V]\n\n"
                "Writes a llama-architecture GGUF of a known shape with random weights (no tokenizer),\n"
                "for benchmarks. TYPE: q4_0, q4_1, q8_0, f16 or f32 (all matrices; norms are f32).\n"
-               "--layers N keeps only the first N layers.\n\nshapes:\n");
+               "--layers N keeps only the first N layers; --vocab V (2 .. 1048576) replaces the vocabulary size.\n\nshapes:\n");
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         fprintf(f, "  %-14s width %u, ffn %u, %u layers, %u/%u heads, vocabulary %u%s\n", shapes[i].name,
                 shapes[i].n_embd, shapes[i].n_ff, shapes[i].n_layer, shapes[i].n_head, shapes[i].n_head_kv,
@@ -118,7 +121,7 @@ int copse__cmd_random_model(int argc, char **argv)
 {
     const char *shape_name = NULL, *type_name = NULL, *out = NULL;
     uint64_t seed = 1;
-    long layers = 0;
+    long layers = 0, vocab = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -139,6 +142,8 @@ int copse__cmd_random_model(int argc, char **argv)
             seed = strtoull(v, NULL, 0);
         else if (!strcmp(a, "--layers"))
             layers = strtol(v, NULL, 10);
+        else if (!strcmp(a, "--vocab"))
+            vocab = strtol(v, NULL, 10);
         else {
             fprintf(stderr, "copse random-model: unknown option '%s' (see --help)\n", a);
             return 2;
@@ -154,12 +159,17 @@ int copse__cmd_random_model(int argc, char **argv)
     for (size_t i = 0; type_name && i < sizeof allowed / sizeof allowed[0]; i++)
         if (!strcmp(copse__qtype_name(allowed[i]), type_name))
             type = allowed[i];
-    if (!sh || type == UINT32_MAX || !out || layers < 0 || layers > (long)(sh ? sh->n_layer : 0)) {
+    if (!sh || type == UINT32_MAX || !out || layers < 0 || layers > (long)(sh ? sh->n_layer : 0) ||
+        (vocab != 0 && (vocab < 2 || vocab > (1L << 20)))) {
         fprintf(stderr, "copse random-model: need --shape (one of the list), --type and -o; --layers at most the "
-                        "shape's\n\n");
+                        "shape's; --vocab in [2, 1048576]\n\n");
         usage(stderr);
         return 2;
     }
+    shape custom = *sh;
+    if (vocab)
+        custom.n_vocab = (uint32_t)vocab;
+    sh = &custom;
     const uint32_t n_layer = layers ? (uint32_t)layers : sh->n_layer;
     const uint32_t hd = sh->n_embd / sh->n_head;
 

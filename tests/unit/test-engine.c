@@ -1,0 +1,440 @@
+/*
+ * test-engine.c — the multi-request engine on a tiny random llama model
+ * (argv[1], made by `copse random-model --shape tiny` at build time).
+ *
+ * 1. Lossless, greedy: for 50 prompts, speculative greedy output equals
+ *    plain greedy output (computed here with the forward pass directly,
+ *    not through the engine) bit for bit, for 128 new tokens, with every
+ *    drafter alone and merged, one request at a time and in batches of 8
+ *    mixed-length requests; plain requests through the engine too.
+ * 2. KV correctness: after many steps with rejections, every running
+ *    request's cache equals the cache built by plain prefill of the same
+ *    committed tokens (exactly: the CPU backend is batch-invariant).
+ * 3. Admission, queueing, cancellation, preemption under a small KV budget,
+ *    bad requests and bad engine parameters.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend-impl.h"
+#include "engine.h"
+#include "forward.h"
+#include "gguf.h"
+#include "test.h"
+
+#define N_PROMPTS 50
+#define N_NEW 128
+#define MAX_PROMPT 96
+
+static copse_gguf *g_model;
+static int32_t n_vocab;
+
+typedef struct prompt {
+    copse_token t[MAX_PROMPT];
+    int32_t n;
+} prompt;
+
+static prompt prompts[N_PROMPTS];
+static copse_token ref[N_PROMPTS][N_NEW];
+
+static copse_forward *make_forward(uint32_t max_seqs, uint64_t kv_mem)
+{
+    copse_forward_params p = copse__forward_default_params();
+    p.n_threads = 2;
+    p.max_tokens = 512;
+    p.max_seqs = max_seqs;
+    p.max_ctx = 512;
+    p.kv_mem = kv_mem;
+    copse_backend_reg *cpu = copse__backend_find("cpu");
+    copse_forward *f = NULL;
+    char err[256];
+    if (copse__forward_create(g_model, cpu->iface.dev_get(cpu, 0), &p, &f, err, sizeof err) != COPSE_OK) {
+        fprintf(stderr, "forward: %s\n", err);
+        exit(1);
+    }
+    return f;
+}
+
+/* Prompts that give drafters something to find: random tokens from a small
+ * alphabet with repeated segments, and a few plain random ones. */
+static void make_prompts(uint64_t seed)
+{
+    uint64_t s = seed;
+    for (int i = 0; i < N_PROMPTS; i++) {
+        prompt *p = &prompts[i];
+        p->n = 1 + (int32_t)(test_rand(&s) % MAX_PROMPT);
+        int32_t alphabet = i % 5 == 0 ? n_vocab : 8 + (int32_t)(test_rand(&s) % 24);
+        for (int32_t j = 0; j < p->n; j++) {
+            if (j >= 8 && test_rand(&s) % 3 == 0) {
+                int32_t back = 1 + (int32_t)(test_rand(&s) % (uint64_t)(j < 16 ? j : 16));
+                p->t[j] = p->t[j - back];
+            } else {
+                p->t[j] = (copse_token)(test_rand(&s) % (uint64_t)alphabet);
+            }
+        }
+    }
+}
+
+/* Plain greedy decoding with the forward pass alone: prefill, then one token
+ * per call, argmax (lowest id on ties). */
+static void plain_greedy(copse_forward *f, const prompt *p, copse_token *out, int32_t n_new)
+{
+    copse_kvcache *kv = copse__forward_kv(f);
+    int32_t seq;
+    CHECK_STATUS(copse__kvcache_seq_add(kv, &seq), COPSE_OK);
+    float *logits = malloc((size_t)n_vocab * sizeof *logits);
+    copse_token cur[MAX_PROMPT];
+    memcpy(cur, p->t, sizeof cur[0] * (size_t)p->n);
+    int32_t n = p->n;
+    for (int32_t k = 0; k < n_new; k++) {
+        int32_t first = 0, lr = n - 1;
+        copse_fwd_batch b = {.n_tokens = n, .tokens = cur, .n_seqs = 1, .seq = &seq, .first = &first,
+                             .n_new = &n, .n_logits = 1, .logit_rows = &lr};
+        char err[256];
+        copse_status st = copse__forward_run(f, &b, logits, err, sizeof err);
+        CHECK_STATUS(st, COPSE_OK);
+        if (st != COPSE_OK)
+            break;
+        copse__kvcache_commit(kv, seq, (uint32_t)n);
+        copse_token t = 0;
+        for (int32_t v = 1; v < n_vocab; v++)
+            if (logits[v] > logits[t])
+                t = v;
+        out[k] = t;
+        cur[0] = t;
+        n = 1;
+    }
+    free(logits);
+    copse__kvcache_seq_free(kv, seq);
+}
+
+static const char *const specs[] = {"ngram", "suffix"};
+
+static copse_engine *make_engine(copse_forward *f, int32_t max_running, int32_t step_tokens)
+{
+    copse_engine_params ep = copse__engine_default_params();
+    ep.max_running = max_running;
+    ep.step_tokens = step_tokens;
+    ep.drafters = specs;
+    ep.n_drafters = 2;
+    ep.spec_nodes = 16;
+    ep.spec_depth = 8;
+    copse_engine *e = NULL;
+    char err[256];
+    copse_status st = copse__engine_create(f, &ep, &e, err, sizeof err);
+    if (st != COPSE_OK) {
+        fprintf(stderr, "engine: %s\n", err);
+        exit(1);
+    }
+    return e;
+}
+
+typedef struct outbuf {
+    copse_token t[N_NEW];
+    int32_t n;
+    copse_finish finish;
+} outbuf;
+
+/* Run prompts [first, first + n) through the engine at once with drafter
+ * mask `mask`; returns the total proposed/accepted in *acc. */
+static void run_batch(copse_engine *e, int first, int n, uint32_t mask, outbuf *out, uint64_t *proposed,
+                      uint64_t *accepted)
+{
+    for (int i = 0; i < n; i++) {
+        copse_request_params rp = copse__request_default_params();
+        rp.prompt = prompts[first + i].t;
+        rp.n_prompt = prompts[first + i].n;
+        rp.max_tokens = N_NEW;
+        rp.sampling.temperature = 0.0f;
+        rp.drafters = mask;
+        uint64_t id;
+        char err[256];
+        out[i].n = 0;
+        out[i].finish = COPSE_FINISH_NONE;
+        CHECK_STATUS(copse__engine_submit(e, &rp, &out[i], &id, err, sizeof err), COPSE_OK);
+    }
+    int guard = 0;
+    while (!copse__engine_idle(e) && guard++ < 100000) {
+        const copse_engine_event *ev;
+        int32_t n_ev;
+        char err[256];
+        copse_status st = copse__engine_step(e, &ev, &n_ev, err, sizeof err);
+        CHECK_STATUS(st, COPSE_OK);
+        if (st != COPSE_OK) {
+            fprintf(stderr, "step: %s\n", err);
+            return;
+        }
+        for (int32_t k = 0; k < n_ev; k++) {
+            outbuf *o = ev[k].ud;
+            for (int32_t j = 0; j < ev[k].n_tokens && o->n < N_NEW; j++)
+                o->t[o->n++] = ev[k].tokens[j];
+            CHECK(o->n == ev[k].n_generated);
+            if (ev[k].finish != COPSE_FINISH_NONE) {
+                o->finish = ev[k].finish;
+                *proposed += ev[k].proposed;
+                *accepted += ev[k].accepted;
+            }
+        }
+    }
+    CHECK(copse__engine_idle(e));
+}
+
+static void test_lossless_greedy(copse_forward *f)
+{
+    copse_engine *e1 = make_engine(f, 1, 512);
+    copse_engine *e8 = make_engine(f, 8, 512);
+    static const uint32_t masks[] = {0, 1, 2, 3};
+    static const char *const names[] = {"plain", "ngram", "suffix", "ngram+suffix"};
+    outbuf out[8];
+    for (size_t m = 0; m < sizeof masks / sizeof masks[0]; m++) {
+        for (int batched = 0; batched < 2; batched++) {
+            copse_engine *e = batched ? e8 : e1;
+            int per = batched ? 8 : 1;
+            int mismatches = 0;
+            uint64_t proposed = 0, accepted = 0;
+            for (int i = 0; i < N_PROMPTS; i += per) {
+                int n = N_PROMPTS - i < per ? N_PROMPTS - i : per;
+                run_batch(e, i, n, masks[m], out, &proposed, &accepted);
+                for (int k = 0; k < n; k++) {
+                    CHECK_INT_EQ(out[k].n, N_NEW);
+                    CHECK_INT_EQ(out[k].finish, COPSE_FINISH_LENGTH);
+                    if (memcmp(out[k].t, ref[i + k], sizeof ref[0]) != 0) {
+                        mismatches++;
+                        int j = 0;
+                        while (j < N_NEW && out[k].t[j] == ref[i + k][j])
+                            j++;
+                        fprintf(stderr, "%s %s: prompt %d differs at token %d: %d vs %d\n", names[m],
+                                batched ? "batch8" : "single", i + k, j, out[k].t[j], ref[i + k][j]);
+                    }
+                }
+            }
+            CHECK_INT_EQ(mismatches, 0);
+            fprintf(stderr, "greedy %-13s %-6s: %d prompts x %d tokens identical; proposed %llu accepted %llu\n",
+                    names[m], batched ? "batch8" : "single", N_PROMPTS - mismatches, N_NEW,
+                    (unsigned long long)proposed, (unsigned long long)accepted);
+            if (masks[m])
+                CHECK(accepted > 0); /* the drafters found something: rejections and acceptances both ran */
+        }
+    }
+    copse_engine_stats st = copse__engine_stats(e8);
+    CHECK_INT_EQ(st.kv.n_seqs, 0);
+    CHECK_INT_EQ(st.kv.blocks_used, 0);
+    copse_drafter_stats ds = copse__engine_drafter_stats(e8, 0);
+    CHECK(ds.proposed >= ds.accepted);
+    CHECK(ds.steps > 0);
+    copse__engine_destroy(e1);
+    copse__engine_destroy(e8);
+}
+
+/* Compare every committed KV entry of engine request `id` with a fresh
+ * plain prefill of its committed tokens. */
+static void check_kv_equal(copse_engine *e, copse_forward *f, uint64_t id, int *checked)
+{
+    int32_t seq, n;
+    const copse_token *toks;
+    if (copse__engine_debug_request(e, id, &seq, &toks, &n) != COPSE_OK)
+        return; /* finished already */
+    copse_kvcache *kv = copse__forward_kv(f);
+    CHECK_INT_EQ(copse__kvcache_seq_len(kv, seq), n);
+    int32_t ref_seq;
+    CHECK_STATUS(copse__kvcache_seq_add(kv, &ref_seq), COPSE_OK);
+    int32_t first = 0, lr = n - 1;
+    copse_fwd_batch b = {.n_tokens = n, .tokens = toks, .n_seqs = 1, .seq = &ref_seq, .first = &first,
+                         .n_new = &n, .n_logits = 1, .logit_rows = &lr};
+    float *logits = malloc((size_t)n_vocab * sizeof *logits);
+    char err[256];
+    CHECK_STATUS(copse__forward_run(f, &b, logits, err, sizeof err), COPSE_OK);
+    copse__kvcache_commit(kv, ref_seq, (uint32_t)n);
+    const copse_hparams *hp = copse__forward_hparams(f);
+    const int32_t kv_dim = (int32_t)(hp->n_head_kv * hp->head_dim);
+    float *k1 = malloc(4 * (size_t)kv_dim * sizeof(float)), *v1 = k1 + kv_dim, *k2 = v1 + kv_dim, *v2 = k2 + kv_dim;
+    int bad = 0;
+    for (uint32_t l = 0; l < hp->n_layer; l++)
+        for (int32_t pos = 0; pos < n; pos++) {
+            int32_t s1 = copse__kvcache_slot(kv, seq, (uint32_t)pos), s2 = copse__kvcache_slot(kv, ref_seq, (uint32_t)pos);
+            CHECK_STATUS(copse__forward_kv_read(f, (int32_t)l, s1, k1, v1), COPSE_OK);
+            CHECK_STATUS(copse__forward_kv_read(f, (int32_t)l, s2, k2, v2), COPSE_OK);
+            if (memcmp(k1, k2, (size_t)kv_dim * sizeof(float)) || memcmp(v1, v2, (size_t)kv_dim * sizeof(float))) {
+                if (bad++ < 3)
+                    fprintf(stderr, "request %llu: KV of layer %u position %d differs from plain prefill\n",
+                            (unsigned long long)id, l, pos);
+            }
+        }
+    CHECK_INT_EQ(bad, 0);
+    (*checked)++;
+    free(k1);
+    free(logits);
+    copse__kvcache_seq_free(kv, ref_seq);
+}
+
+static void test_kv_correct(copse_forward *f)
+{
+    copse_engine *e = make_engine(f, 8, 512);
+    uint64_t ids[8];
+    for (int i = 0; i < 8; i++) {
+        copse_request_params rp = copse__request_default_params();
+        rp.prompt = prompts[i * 3].t;
+        rp.n_prompt = prompts[i * 3].n;
+        rp.max_tokens = 400;
+        rp.sampling.temperature = i % 2 ? 0.0f : 0.8f; /* MSS rejections too */
+        rp.sampling.seed = 1000 + (uint64_t)i;
+        rp.drafters = 1u + (uint32_t)(i % 3 == 0) * 2u;
+        char err[256];
+        CHECK_STATUS(copse__engine_submit(e, &rp, NULL, &ids[i], err, sizeof err), COPSE_OK);
+    }
+    uint64_t proposed = 0, accepted = 0;
+    int checked = 0;
+    for (int round = 0; round < 4; round++) {
+        for (int s = 0; s < 15; s++) {
+            const copse_engine_event *ev;
+            int32_t n_ev;
+            char err[256];
+            CHECK_STATUS(copse__engine_step(e, &ev, &n_ev, err, sizeof err), COPSE_OK);
+            for (int32_t k = 0; k < n_ev; k++)
+                if (ev[k].finish == COPSE_FINISH_NONE) {
+                    proposed = ev[k].proposed > proposed ? ev[k].proposed : proposed;
+                    accepted = ev[k].accepted > accepted ? ev[k].accepted : accepted;
+                }
+        }
+        for (int i = 0; i < 8; i++)
+            check_kv_equal(e, f, ids[i], &checked);
+    }
+    fprintf(stderr, "KV: %d sequence checks equal to plain prefill (max proposed %llu, accepted %llu)\n", checked,
+            (unsigned long long)proposed, (unsigned long long)accepted);
+    CHECK(checked >= 16);
+    CHECK(proposed > accepted); /* there were rejections */
+    for (int i = 0; i < 8; i++)
+        copse__engine_cancel(e, ids[i]);
+    const copse_engine_event *ev;
+    int32_t n_ev;
+    char err[256];
+    CHECK_STATUS(copse__engine_step(e, &ev, &n_ev, err, sizeof err), COPSE_OK);
+    int cancelled = 0;
+    for (int32_t k = 0; k < n_ev; k++)
+        cancelled += ev[k].finish == COPSE_FINISH_CANCELLED;
+    CHECK(cancelled >= 1);
+    CHECK(copse__engine_idle(e));
+    CHECK_INT_EQ(copse__engine_stats(e).kv.blocks_used, 0);
+    copse__engine_destroy(e);
+}
+
+/* A KV budget for about 3 requests: requests queue and are preempted, and
+ * every output is still the plain greedy one. */
+static void test_small_kv(void)
+{
+    const copse_hparams *hp;
+    copse_forward *probe = make_forward(2, 0);
+    hp = copse__forward_hparams(probe);
+    uint64_t per_token = 2ull * hp->n_layer * hp->n_head_kv * hp->head_dim * sizeof(float);
+    copse__forward_destroy(probe);
+    copse_forward *f = make_forward(8, per_token * 16 * 20); /* 20 blocks of 16 tokens */
+    copse_engine *e = make_engine(f, 8, 64);
+    outbuf out[8];
+    uint64_t proposed = 0, accepted = 0;
+    run_batch(e, 0, 8, 3, out, &proposed, &accepted);
+    for (int k = 0; k < 8; k++) {
+        int same = out[k].n == N_NEW && !memcmp(out[k].t, ref[k], sizeof ref[0]);
+        if (!same)
+            fprintf(stderr, "small KV: prompt %d (%d tokens) finish %s, %d tokens\n", k, prompts[k].n,
+                    copse__finish_name(out[k].finish), out[k].n);
+        CHECK(same || out[k].finish == COPSE_FINISH_ERROR);
+    }
+    copse_engine_stats st = copse__engine_stats(e);
+    fprintf(stderr, "small KV: %llu preemptions, %llu steps\n", (unsigned long long)st.preempted,
+            (unsigned long long)st.steps);
+    CHECK(st.preempted > 0);
+    CHECK_INT_EQ(st.kv.blocks_used, 0);
+    copse__engine_destroy(e);
+    copse__forward_destroy(f);
+}
+
+static void test_bad_input(copse_forward *f)
+{
+    char err[256];
+    copse_engine *e = NULL;
+    copse_engine_params ep = copse__engine_default_params();
+    const char *bad_spec[] = {"telepathy"};
+    ep.drafters = bad_spec;
+    ep.n_drafters = 1;
+    CHECK_STATUS(copse__engine_create(f, &ep, &e, err, sizeof err), COPSE_EINVAL);
+    CHECK(strstr(err, "telepathy") != NULL);
+    CHECK(e == NULL);
+    ep = copse__engine_default_params();
+    ep.spec_nodes = 0;
+    CHECK_STATUS(copse__engine_create(f, &ep, &e, err, sizeof err), COPSE_EINVAL);
+    CHECK(strstr(err, "spec_nodes") != NULL);
+    ep.spec_nodes = 1 << 30;
+    CHECK_STATUS(copse__engine_create(f, &ep, &e, err, sizeof err), COPSE_EINVAL);
+    ep = copse__engine_default_params();
+    ep.max_running = 100000;
+    CHECK_STATUS(copse__engine_create(f, &ep, &e, err, sizeof err), COPSE_EINVAL);
+
+    e = make_engine(f, 2, 128);
+    ep.max_waiting = 2;
+    copse_request_params rp = copse__request_default_params();
+    uint64_t id;
+    CHECK_STATUS(copse__engine_submit(e, &rp, NULL, &id, err, sizeof err), COPSE_EINVAL); /* no prompt */
+    rp.prompt = prompts[0].t;
+    rp.n_prompt = prompts[0].n;
+    rp.max_tokens = 0;
+    CHECK_STATUS(copse__engine_submit(e, &rp, NULL, &id, err, sizeof err), COPSE_EINVAL);
+    CHECK(strstr(err, "max_tokens") != NULL);
+    rp.max_tokens = 4;
+    rp.drafters = 4; /* no drafter 2 */
+    CHECK_STATUS(copse__engine_submit(e, &rp, NULL, &id, err, sizeof err), COPSE_EINVAL);
+    rp.drafters = 1;
+    rp.spec_nodes = 1 << 20;
+    CHECK_STATUS(copse__engine_submit(e, &rp, NULL, &id, err, sizeof err), COPSE_EINVAL);
+    CHECK(strstr(err, "spec_nodes") != NULL);
+    rp.spec_nodes = 0;
+    copse_token bad_tok[2] = {1, n_vocab};
+    rp.prompt = bad_tok;
+    rp.n_prompt = 2;
+    CHECK_STATUS(copse__engine_submit(e, &rp, NULL, &id, err, sizeof err), COPSE_EINVAL);
+    rp.prompt = prompts[0].t;
+    rp.n_prompt = prompts[0].n;
+    rp.sampling.temperature = -1.0f;
+    CHECK_STATUS(copse__engine_submit(e, &rp, NULL, &id, err, sizeof err), COPSE_EINVAL);
+    rp.sampling.temperature = 0.0f;
+    static copse_token long_prompt[600];
+    rp.prompt = long_prompt;
+    rp.n_prompt = 600;
+    CHECK_STATUS(copse__engine_submit(e, &rp, NULL, &id, err, sizeof err), COPSE_ERANGE);
+    /* the queue fills: 2 running slots + 256 waiting by default */
+    rp.prompt = prompts[0].t;
+    rp.n_prompt = prompts[0].n;
+    int accepted = 0;
+    copse_status st = COPSE_OK;
+    while ((st = copse__engine_submit(e, &rp, NULL, &id, err, sizeof err)) == COPSE_OK && accepted < 10000)
+        accepted++;
+    CHECK_STATUS(st, COPSE_EBUSY);
+    CHECK_INT_EQ(accepted, 2 + 256);
+    copse__engine_destroy(e); /* with everything queued: no leak */
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: test-engine MODEL.gguf\n");
+        return 2;
+    }
+    char err[256];
+    if (copse__gguf_open(argv[1], &g_model, err, sizeof err) != COPSE_OK) {
+        fprintf(stderr, "%s: %s\n", argv[1], err);
+        return 1;
+    }
+    uint64_t seed = test_seed();
+    copse_forward *f = make_forward(16, 0);
+    n_vocab = (int32_t)copse__forward_hparams(f)->n_vocab;
+    make_prompts(seed);
+    for (int i = 0; i < N_PROMPTS; i++)
+        plain_greedy(f, &prompts[i], ref[i], N_NEW);
+
+    test_lossless_greedy(f);
+    test_kv_correct(f);
+    test_bad_input(f);
+    copse__forward_destroy(f);
+    test_small_kv();
+    copse__gguf_close(g_model);
+    return test_exit();
+}
