@@ -245,6 +245,8 @@ static copse_status check_params(const copse_engine_params *p, uint32_t fwd_max_
     if (p->spec_depth < 1 || p->spec_depth > COPSE_TREE_MAX_DEPTH)
         return copse__errorf(err, err_size, COPSE_EINVAL, "engine: spec_depth %d must be in [1, %d]", p->spec_depth,
                              COPSE_TREE_MAX_DEPTH);
+    if (p->max_branch < 0 || p->max_branch > 64)
+        return copse__errorf(err, err_size, COPSE_EINVAL, "engine: max_branch %d must be in [0, 64]", p->max_branch);
     if (p->n_eos < 0 || p->n_eos > MAX_EOS || (p->n_eos && !p->eos))
         return copse__errorf(err, err_size, COPSE_EINVAL, "engine: n_eos %d must be in [0, %d]", p->n_eos, MAX_EOS);
     return COPSE_OK;
@@ -267,6 +269,8 @@ static copse_status create_drafters(copse_engine *e, const char *const *specs, c
         dp.max_nodes = e->cap_nodes;
         dp.max_depth = e->cap_depth;
         dp.bit = 1u << i;
+        if (e->p.max_branch > 0)
+            dp.max_branch = e->p.max_branch;
         copse_status st = copse__drafter_create(spec, &dp, &e->drafters[i], err, err_size);
         if (st != COPSE_OK)
             return st;
@@ -835,6 +839,7 @@ static copse_status settle(copse_engine *e, req *r, uint32_t *n_moves, char *err
     vp.history_cap = (size_t)r->hist_cap;
     vp.eos = r->p.ignore_eos ? NULL : e->eos;
     vp.n_eos = r->p.ignore_eos ? 0 : e->p.n_eos;
+    vp.fault = e->p.verify_fault;
     vp.stop_cb = r->p.stop_cb;
     vp.stop_ud = r->p.stop_ud;
     vp.max_tokens = r->max_len - r->n_hist;
