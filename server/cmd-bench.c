@@ -180,12 +180,14 @@ static double decode_rate(bench *b, int depth, int n_gen)
 
 int copse__cmd_bench(int argc, char **argv)
 {
+    if (argc >= 2 && !strcmp(argv[1], "spec"))
+        return copse__cmd_bench_spec(argc, argv);
     if (argc < 2 || strcmp(argv[1], "decode") != 0) {
         if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
             usage(stdout);
             return 0;
         }
-        fprintf(stderr, "copse bench: expected a workload ('decode')\n\n");
+        fprintf(stderr, "copse bench: expected a workload ('decode' or 'spec')\n\n");
         usage(stderr);
         return 2;
     }
