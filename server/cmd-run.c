@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "backend-impl.h"
+#include "backend-select.h"
 #include "chat.h"
 #include "commands.h"
 #include "copse.h"
@@ -32,6 +33,7 @@ typedef struct run_opts {
     int ctx;
     int add_bos; /* -1: the model's flag */
     const char *draft; /* drafter spec for speculative decoding, or NULL */
+    const char *backend; /* --backend NAME[:N], NULL: cpu */
     copse_sampling_params sp;
 } run_opts;
 
@@ -61,7 +63,9 @@ static void usage(FILE *f)
             "  -c, --ctx N             context length (default: 4096 or the model's, if smaller)\n"
             "      --no-bos            do not add BOS even if the model asks for it\n"
             "      --draft SPEC        speculative decoding with a drafter: ngram, suffix\n"
-            "                          (default: none); acceptance stats go to standard error\n");
+            "                          (default: none); acceptance stats go to standard error\n"
+            "      --backend NAME[:N]  compute device, e.g. cpu, opencl, opencl:1 (default cpu;\n"
+            "                          see copse info --devices)\n");
 }
 
 static double now_s(void)
@@ -130,6 +134,9 @@ static int parse_args(int argc, char **argv, run_opts *o)
         } else if (!strcmp(a, "--draft")) {
             NEEDS_VALUE_();
             o->draft = v;
+        } else if (!strcmp(a, "--backend")) {
+            NEEDS_VALUE_();
+            o->backend = v;
         } else if (!strcmp(a, "--chat")) {
             o->chat = 1;
         } else if (!strcmp(a, "--no-bos")) {
@@ -254,9 +261,12 @@ static int session_open(session *s, const run_opts *o)
     s->ctx = o->ctx ? (uint32_t)o->ctx : (hp.n_ctx_train < 4096 ? hp.n_ctx_train : 4096);
     fp.max_ctx = s->ctx;
     fp.max_tokens = s->max_tokens = 256;
-    copse_backend_reg *cpu = copse__backend_find("cpu");
-    if (copse__forward_create(g, cpu->iface.dev_get(cpu, 0), &fp, &s->fwd, err, sizeof err) != COPSE_OK) {
-        fprintf(stderr, "copse run: %s\n", err);
+    copse_backend_dev *dev = copse__backend_select(o->backend ? o->backend : "cpu", "copse run");
+    if (!dev)
+        return -1;
+    if (copse__forward_create(g, dev, &fp, &s->fwd, err, sizeof err) != COPSE_OK) {
+        const char *detail = copse__backend_dev_error(dev);
+        fprintf(stderr, "copse run: %s%s%s\n", err, detail[0] ? "\n" : "", detail);
         return -1;
     }
     s->n_vocab = copse__forward_hparams(s->fwd)->n_vocab;
