@@ -71,8 +71,7 @@ static const struct {
 
 #define MM_TT 8         /* tokens per work-item of the tiled matmul (matmul.cl) */
 #define RED_WG 64       /* argmax / softmax work-group (elementwise.cl) */
-#define ATT_CHUNK 64    /* attention work-group (attention.cl) */
-#define ATT_MAX_HD 512  /* ATT_CHUNK * ATT_MAX_E */
+#define ATT_MAX_HD 256  /* attention.cl's private accumulator */
 #define META_INITIAL ((size_t)1 << 20)
 
 /* ---------------------------------------------------------------- queue object */
@@ -613,7 +612,8 @@ static copse_status ocl_attention(copse_backend_queue *bq, const copse_tensor *q
     a_i32(&a, b->head_dim);
     a_i32(&a, b->block_size);
     a_f32(&a, b->scale);
-    return launch(q, &a, K_ATTENTION, (size_t)b->n_tokens * (size_t)b->n_heads * ATT_CHUNK, 1, ATT_CHUNK);
+    a_i32(&a, b->n_tokens);
+    return launch(q, &a, K_ATTENTION, (size_t)b->n_heads, (size_t)b->n_tokens, 0);
 }
 
 /* Pools sharing a buffer, stride and row size move in one launch. */
