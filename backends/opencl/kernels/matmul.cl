@@ -60,53 +60,74 @@ __kernel void k_quant_q16(__global const uchar *x, ulong x_off, ulong x_stride, 
 #define K_Q5_1 5
 #define K_Q6_K 6
 
-/* Weight element e of block b of a row, as the signed integer the canonical
- * isum multiplies (Q4_0 / Q5_0 offsets applied). */
-inline int weight_q(const __global uchar *row, int b, int e, int kind)
+/* Horizontal sum of 16 ints (exact: integer). */
+inline int hsum16(int16 v)
 {
+    int8 a = v.lo + v.hi;
+    int4 b = a.lo + a.hi;
+    int2 c = b.lo + b.hi;
+    return c.x + c.y;
+}
+
+/* Weight block b of a row unpacked to the signed integers the canonical
+ * isum multiplies (Q4_0 / Q5_0 offsets applied): elements 0..15 in *w0,
+ * 16..31 in *w1. Integer sums do not depend on the order they are formed
+ * in, so vector arithmetic keeps the canonical results. */
+inline void unpack(const __global uchar *row, int b, int kind, int16 *w0, int16 *w1)
+{
+    const int16 sh = (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     switch (kind) {
-    case K_Q8_0: return i8_of(row[b * 34 + 2 + e]);
-    case K_Q4_0: {
-        const __global uchar *q = row + b * 18 + 2;
-        return (e < 16 ? q[e] & 15 : q[e - 16] >> 4) - 8;
+    case K_Q8_0: {
+        const __global uchar *q = row + b * 34 + 2;
+        *w0 = convert_int16(as_char16(vload16(0, q)));
+        *w1 = convert_int16(as_char16(vload16(1, q)));
+        break;
     }
+    case K_Q4_0:
     case K_Q4_1: {
-        const __global uchar *q = row + b * 20 + 4;
-        return e < 16 ? q[e] & 15 : q[e - 16] >> 4;
+        const int off = kind == K_Q4_0 ? 8 : 0;
+        int16 q = convert_int16(vload16(0, row + b * (kind == K_Q4_0 ? 18 : 20) + (kind == K_Q4_0 ? 2 : 4)));
+        *w0 = (q & 15) - off;
+        *w1 = (q >> 4) - off;
+        break;
     }
     case K_Q5_0:
     case K_Q5_1: {
         const __global uchar *blk = row + b * (kind == K_Q5_1 ? 24 : 22);
-        const __global uchar *qh = blk + (kind == K_Q5_1 ? 4 : 2), *q = qh + 4;
-        uint h = rd_u32(qh);
-        int v = (e < 16 ? q[e] & 15 : q[e - 16] >> 4) | (int)((h >> e) & 1u) << 4;
-        return kind == K_Q5_0 ? v - 16 : v;
+        const __global uchar *qh = blk + (kind == K_Q5_1 ? 4 : 2);
+        const int h = (int)rd_u32(qh), off = kind == K_Q5_0 ? 16 : 0;
+        int16 q = convert_int16(vload16(0, qh + 4));
+        *w0 = ((q & 15) | (((int16)h >> sh) & 1) << 4) - off;
+        *w1 = ((q >> 4) | ((int16)(h >> 16) >> sh & 1) << 4) - off;
+        break;
     }
     case K_Q4_K: {
-        int j = b % 8;
+        const int j = b % 8;
         const __global uchar *q = row + (b / 8) * 144 + 16 + 32 * (j / 2);
-        return (q[e] >> (4 * (j % 2))) & 15;
+        const int s = 4 * (j % 2);
+        *w0 = (convert_int16(vload16(0, q)) >> s) & 15;
+        *w1 = (convert_int16(vload16(1, q)) >> s) & 15;
+        break;
     }
-    default: { /* K_Q6_K */
-        int j = b % 8, h = j / 4, rr = 32 * (j % 4) + e;
+    default: { /* K_Q6_K: element e of sub-block j = 4h + jj */
+        const int j = b % 8, h = j / 4, jj = j % 4;
         const __global uchar *sb = row + (b / 8) * 210;
-        int low4 = (sb[64 * h + rr % 64] >> (4 * (rr / 64))) & 15;
-        int high2 = (sb[128 + 32 * h + e] >> (2 * (j % 4))) & 3;
-        return (low4 | high2 << 4) - 32;
+        const __global uchar *ql = sb + 64 * h + 32 * (jj % 2), *qh = sb + 128 + 32 * h;
+        const int sl = 4 * (jj / 2), shh = 2 * jj;
+        *w0 = (((convert_int16(vload16(0, ql)) >> sl) & 15) | (((convert_int16(vload16(0, qh)) >> shh) & 3) << 4)) - 32;
+        *w1 = (((convert_int16(vload16(1, ql)) >> sl) & 15) | (((convert_int16(vload16(1, qh)) >> shh) & 3) << 4)) - 32;
+        break;
     }
     }
 }
 
-/* The canonical term of weight block b (unpacked in wq) with one token's
- * activation block (quants xq, scale dx, s = dx * sum). */
-inline float block_term(const __global uchar *row, int b, const int *wq, const __global short *xq, float dx,
+/* The canonical term of weight block b (unpacked in w0, w1) with one
+ * token's activation block (quants xq, scale dx, s = dx * sum). */
+inline float block_term(const __global uchar *row, int b, int16 w0, int16 w1, const __global short *xq, float dx,
                         float sx, int kind)
 {
-    int h0 = 0, h1 = 0;
-    for (int e = 0; e < 16; e++)
-        h0 += wq[e] * xq[e];
-    for (int e = 16; e < 32; e++)
-        h1 += wq[e] * xq[e];
+    const int h0 = hsum16(w0 * convert_int16(vload16(0, xq)));
+    const int h1 = hsum16(w1 * convert_int16(vload16(1, xq)));
     switch (kind) {
     case K_Q8_0:
     case K_Q4_0:
@@ -147,7 +168,9 @@ inline float block_term(const __global uchar *row, int b, const int *wq, const _
 
 #define MM_TT 8 /* tokens per work-item in the tiled kernels */
 
-/* GEMV: global (n_rows); one token (row 0 of the activations). */
+/* GEMV: global (n_rows); one token (row 0 of the activations). Blocks go
+ * eight at a time so each lane of the canonical 8-lane sum is a fixed
+ * variable. */
 #define MM_GEMV(name, kind)                                                                                     \
     __kernel void name(__global const uchar *w, ulong w_off, ulong w_stride, int n_rows, int nb,              \
                        __global const short *qs, __global const float *xd, __global const float *xs,          \
@@ -158,17 +181,23 @@ inline float block_term(const __global uchar *row, int b, const int *wq, const _
             return;                                                                                            \
         const __global uchar *row = w + w_off + (ulong)r * w_stride;                                           \
         float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                                               \
-        int wq[32];                                                                                            \
-        for (int b = 0; b < nb; b++) {                                                                         \
-            for (int e = 0; e < 32; e++)                                                                       \
-                wq[e] = weight_q(row, b, e, kind);                                                             \
-            float tb = block_term(row, b, wq, qs + b * 32, xd[b], xs[b], kind);                               \
-            acc[b % 8] = acc[b % 8] + tb;                                                                      \
+        for (int b0 = 0; b0 < nb; b0 += 8) {                                                                   \
+            _Pragma("unroll") for (int l = 0; l < 8; l++)                                                      \
+            {                                                                                                  \
+                const int b = b0 + l;                                                                          \
+                if (b < nb) {                                                                                  \
+                    int16 w0, w1;                                                                              \
+                    unpack(row, b, kind, &w0, &w1);                                                            \
+                    float tb = block_term(row, b, w0, w1, qs + b * 32, xd[b], xs[b], kind);                   \
+                    acc[l] = acc[l] + tb;                                                                      \
+                }                                                                                              \
+            }                                                                                                  \
         }                                                                                                      \
         FROW(out, out_off, 0, 0)[r] = reduce8(acc);                                                            \
     }
 
-/* Tiled: global (n_rows, ceil(n / MM_TT)); row r, tokens [MM_TT * g, +MM_TT). */
+/* Tiled: global (n_rows, ceil(n / MM_TT)); row r, tokens [MM_TT * g, +MM_TT),
+ * each weight block unpacked once for the tile. */
 #define MM_TILED(name, kind)                                                                                    \
     __kernel void name(__global const uchar *w, ulong w_off, ulong w_stride, int n_rows, int nb, int n,       \
                        __global const short *qs, __global const float *xd, __global const float *xs,          \
@@ -183,16 +212,21 @@ inline float block_term(const __global uchar *row, int b, const int *wq, const _
         for (int t = 0; t < MM_TT; t++)                                                                        \
             for (int l = 0; l < 8; l++)                                                                        \
                 acc[t][l] = 0.0f;                                                                              \
-        int wq[32];                                                                                            \
         const int k = nb * 32;                                                                                 \
-        for (int b = 0; b < nb; b++) {                                                                         \
-            for (int e = 0; e < 32; e++)                                                                       \
-                wq[e] = weight_q(row, b, e, kind);                                                             \
-            for (int t = 0; t < nt; t++) {                                                                     \
-                ulong tt = (ulong)(t0 + t);                                                                    \
-                float tb = block_term(row, b, wq, qs + tt * k + b * 32, xd[tt * nb + b], xs[tt * nb + b],     \
-                                      kind);                                                                   \
-                acc[t][b % 8] = acc[t][b % 8] + tb;                                                            \
+        for (int b0 = 0; b0 < nb; b0 += 8) {                                                                   \
+            _Pragma("unroll") for (int l = 0; l < 8; l++)                                                      \
+            {                                                                                                  \
+                const int b = b0 + l;                                                                          \
+                if (b < nb) {                                                                                  \
+                    int16 w0, w1;                                                                              \
+                    unpack(row, b, kind, &w0, &w1);                                                            \
+                    for (int t = 0; t < nt; t++) {                                                             \
+                        ulong tt = (ulong)(t0 + t);                                                            \
+                        float tb = block_term(row, b, w0, w1, qs + tt * k + b * 32, xd[tt * nb + b],          \
+                                              xs[tt * nb + b], kind);                                          \
+                        acc[t][l] = acc[t][l] + tb;                                                            \
+                    }                                                                                          \
+                }                                                                                              \
             }                                                                                                  \
         }                                                                                                      \
         for (int t = 0; t < nt; t++)                                                                           \
