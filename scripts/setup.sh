@@ -15,6 +15,7 @@ apt_packages=(
     meson ninja-build pkg-config gcc clang libclang-rt-14-dev
     libpcre2-dev libuv1-dev libhttp-parser-dev libcjson-dev
     python3 python3-venv python3-pip curl
+    pocl-opencl-icd ocl-icd-opencl-dev opencl-c-headers
 )
 
 # ---------------------------------------------------------------- Debian packages

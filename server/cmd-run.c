@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "backend-impl.h"
+#include "backend-select.h"
 #include "chat.h"
 #include "commands.h"
 #include "copse.h"
@@ -37,6 +38,7 @@ typedef struct run_opts {
     int spec_nodes, spec_depth;
     int speedup; /* with drafters: also run plain decoding and report the speed-up */
     int fixed_budget; /* --no-adaptive */
+    const char *backend; /* --backend NAME[:N], NULL: cpu */
     copse_sampling_params sp;
 } run_opts;
 
@@ -73,7 +75,9 @@ static void usage(FILE *f)
             "      --spec-depth D      draft tree depth limit (default 8)\n"
             "      --no-adaptive       propose the full node budget every step (default: the budget follows\n"
             "                          the recent acceptance and pauses while drafts do not pay)\n"
-            "      --no-speedup        with --draft: skip the plain-decoding comparison\n");
+            "      --no-speedup        with --draft: skip the plain-decoding comparison\n"
+            "      --backend NAME[:N]  compute device, e.g. cpu, opencl, opencl:1 (default cpu;\n"
+            "                          see copse info --devices)\n");
 }
 
 static double now_s(void)
@@ -155,6 +159,9 @@ static int parse_args(int argc, char **argv, run_opts *o)
         } else if (!strcmp(a, "--spec-depth")) {
             NUM_(1, COPSE_TREE_MAX_DEPTH);
             o->spec_depth = (int)x;
+        } else if (!strcmp(a, "--backend")) {
+            NEEDS_VALUE_();
+            o->backend = v;
         } else if (!strcmp(a, "--no-adaptive")) {
             o->fixed_budget = 1;
         } else if (!strcmp(a, "--no-speedup")) {
@@ -291,9 +298,12 @@ static int session_open(session *s, const run_opts *o)
     s->ctx = o->ctx ? o->ctx : (hp.n_ctx_train < 4096 ? (int32_t)hp.n_ctx_train : 4096);
     fp.max_ctx = (uint32_t)s->ctx;
     fp.max_tokens = 256;
-    copse_backend_reg *cpu = copse__backend_find("cpu");
-    if (copse__forward_create(g, cpu->iface.dev_get(cpu, 0), &fp, &s->fwd, err, sizeof err) != COPSE_OK) {
-        fprintf(stderr, "copse run: %s\n", err);
+    copse_backend_dev *dev = copse__backend_select(o->backend ? o->backend : "cpu", "copse run");
+    if (!dev)
+        return -1;
+    if (copse__forward_create(g, dev, &fp, &s->fwd, err, sizeof err) != COPSE_OK) {
+        const char *detail = copse__backend_dev_error(dev);
+        fprintf(stderr, "copse run: %s%s%s\n", err, detail[0] ? "\n" : "", detail);
         return -1;
     }
     if ((int32_t)copse__forward_hparams(s->fwd)->n_vocab != copse__tokenizer_n_vocab(s->tok)) {
