@@ -220,6 +220,8 @@ struct copse_backend_reg {
 
 /* Each backend folder exports exactly one of these. */
 copse_backend_reg *copse_backend_cpu_reg(void);
+copse_backend_reg *copse_backend_cuda_reg(void); /* backends/cuda (COPSE_HAVE_CUDA) */
+copse_backend_reg *copse_backend_hip_reg(void);  /* the same sources through hipcc (COPSE_HAVE_HIP) */
 
 /* ---------------------------------------------------------------- core registry */
 
