@@ -230,6 +230,8 @@ copse_backend_reg *copse_backend_opencl_reg(void);
  *                     allocation), else "". */
 typedef const char *(*copse_backend_status_text_fn)(copse_backend_reg *reg);
 typedef const char *(*copse_backend_dev_last_error_fn)(copse_backend_dev *dev);
+copse_backend_reg *copse_backend_cuda_reg(void); /* backends/cuda (COPSE_HAVE_CUDA) */
+copse_backend_reg *copse_backend_hip_reg(void);  /* the same sources through hipcc (COPSE_HAVE_HIP) */
 
 /* ---------------------------------------------------------------- core registry */
 

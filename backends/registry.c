@@ -12,6 +12,12 @@ static const reg_fn backend_table[] = {
 #if COPSE_HAVE_OPENCL
     copse_backend_opencl_reg,
 #endif
+#if COPSE_HAVE_CUDA
+    copse_backend_cuda_reg,
+#endif
+#if COPSE_HAVE_HIP
+    copse_backend_hip_reg,
+#endif
     copse_backend_cpu_reg,
 };
 
