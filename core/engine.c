@@ -192,7 +192,7 @@ void copse__engine_destroy(copse_engine *e)
         req_free(e->ended[i]);
     for (int32_t i = 0; i < e->n_to_free; i++)
         req_free(e->to_free[i]);
-    for (int32_t i = 0; i < e->n_drafters; i++) {
+    for (int32_t i = 0; i < COPSE_ENGINE_MAX_DRAFTERS; i++) {
         copse__drafter_destroy(e->drafters[i]);
         free(e->specs[i]);
     }
