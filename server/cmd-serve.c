@@ -368,8 +368,7 @@ int copse__cmd_serve(int argc, char **argv)
     if (copse__server_listen_unix(srv, o.socket, o.socket_mode, err, sizeof err) != 0 ||
         (o.listen && copse__server_listen_tcp(srv, o.listen, err, sizeof err) != 0)) {
         fprintf(stderr, "copse serve: %s\n", err);
-        copse__server_shutdown(srv);
-        copse__server_shutdown(srv);
+        copse__server_shutdown(srv); /* nothing in flight: closes at once */
         uv_run(&loop, UV_RUN_DEFAULT);
         goto done;
     }
