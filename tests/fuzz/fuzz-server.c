@@ -6,7 +6,7 @@
  *
  * Each input is parsed as a stream of pipelined requests, twice: whole and
  * in pieces whose sizes come from the input's first byte; both must see
- * the same requests and the same outcome. Invariants: errors carry a
+ * the same requests and both fail or neither. Invariants: errors carry a
  * status in the documented set and a message; a valid completion has a
  * prompt (text or in-vocabulary tokens) or messages, max_tokens in range,
  * valid sampling parameters; every JSON the server would write parses.
@@ -158,7 +158,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int na = run(data, size, 0, a, &ea);
     int nb = run(data, size, piece, b, &eb);
     REQUIRE(na == nb);
-    REQUIRE(ea == eb);
+    /* both fail or neither; which limit or syntax error is reported first may
+     * differ (http-parser reports data callbacks at the end of each piece) */
+    REQUIRE((ea == 0) == (eb == 0));
     for (int i = 0; i < na && i < 64; i++)
         REQUIRE(a[i] == b[i]);
     return 0;
