@@ -220,6 +220,18 @@ struct copse_backend_reg {
 
 /* Each backend folder exports exactly one of these. */
 copse_backend_reg *copse_backend_cpu_reg(void);
+copse_backend_reg *copse_backend_opencl_reg(void);
+
+/* get_proc names any backend may answer (NULL where it has nothing to say):
+ *   "status_text"     const char *(*)(copse_backend_reg *): why the backend
+ *                     has no device (e.g. no OpenCL platform), else "";
+ *   "dev_last_error"  const char *(*)(copse_backend_dev *): the message of
+ *                     the device's last failure (kernel build log, failed
+ *                     allocation), else "". */
+typedef const char *(*copse_backend_status_text_fn)(copse_backend_reg *reg);
+typedef const char *(*copse_backend_dev_last_error_fn)(copse_backend_dev *dev);
+copse_backend_reg *copse_backend_cuda_reg(void); /* backends/cuda (COPSE_HAVE_CUDA) */
+copse_backend_reg *copse_backend_hip_reg(void);  /* the same sources through hipcc (COPSE_HAVE_HIP) */
 
 /* ---------------------------------------------------------------- core registry */
 

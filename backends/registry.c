@@ -9,6 +9,15 @@ typedef copse_backend_reg *(*reg_fn)(void);
 
 static const reg_fn backend_table[] = {
     /* device backends go first, each under #if COPSE_HAVE_<B> */
+#if COPSE_HAVE_OPENCL
+    copse_backend_opencl_reg,
+#endif
+#if COPSE_HAVE_CUDA
+    copse_backend_cuda_reg,
+#endif
+#if COPSE_HAVE_HIP
+    copse_backend_hip_reg,
+#endif
     copse_backend_cpu_reg,
 };
 

@@ -44,6 +44,8 @@ typedef struct req {
     int32_t committed;      /* KV length while running */
     uint32_t live;          /* drafters with a live sequence for it */
     int32_t budget, depth;
+    float acc_ema;          /* recent accepted nodes per speculative step */
+    int32_t paused;         /* steps since speculation paused (adaptive) */
     uint64_t admitted;      /* admission order (the youngest is preempted first) */
 
     copse_finish finish;
@@ -107,7 +109,17 @@ struct copse_engine {
     copse_engine_event *events;
     int32_t n_events, cap_events;
     copse_engine_stats st;
+
+    /* cost model of the adaptive budget (seconds, EMAs; 0: not measured) */
+    double t_share; /* a step's time per decoding request, steps without trees */
+    double t_row;   /* the extra time of one more tree row */
 };
+
+/* Before anything is measured: one extra row costs this share of a
+ * request's plain step (CPU: verifying 16 tokens costs 3.7-6.4 one-token
+ * steps, docs/PERFORMANCE.md). */
+#define ROW_COST_PRIOR 0.15
+#define PROBE_EVERY 8
 
 static double now_s(void)
 {
@@ -142,6 +154,7 @@ copse_engine_params copse__engine_default_params(void)
     p.step_tokens = 512;
     p.spec_nodes = 16;
     p.spec_depth = 8;
+    p.adaptive = true;
     return p;
 }
 
@@ -232,6 +245,8 @@ static copse_status check_params(const copse_engine_params *p, uint32_t fwd_max_
     if (p->spec_depth < 1 || p->spec_depth > COPSE_TREE_MAX_DEPTH)
         return copse__errorf(err, err_size, COPSE_EINVAL, "engine: spec_depth %d must be in [1, %d]", p->spec_depth,
                              COPSE_TREE_MAX_DEPTH);
+    if (p->max_branch < 0 || p->max_branch > 64)
+        return copse__errorf(err, err_size, COPSE_EINVAL, "engine: max_branch %d must be in [0, 64]", p->max_branch);
     if (p->n_eos < 0 || p->n_eos > MAX_EOS || (p->n_eos && !p->eos))
         return copse__errorf(err, err_size, COPSE_EINVAL, "engine: n_eos %d must be in [0, %d]", p->n_eos, MAX_EOS);
     return COPSE_OK;
@@ -254,6 +269,8 @@ static copse_status create_drafters(copse_engine *e, const char *const *specs, c
         dp.max_nodes = e->cap_nodes;
         dp.max_depth = e->cap_depth;
         dp.bit = 1u << i;
+        if (e->p.max_branch > 0)
+            dp.max_branch = e->p.max_branch;
         copse_status st = copse__drafter_create(spec, &dp, &e->drafters[i], err, err_size);
         if (st != COPSE_OK)
             return st;
@@ -433,6 +450,7 @@ copse_status copse__engine_submit(copse_engine *e, const copse_request_params *r
         max_len = e->max_ctx;
     r->max_len = (int32_t)max_len;
     r->n_prompt = rp->n_prompt;
+    r->acc_ema = 1.0f; /* optimistic: try the drafters first */
     r->hist_cap = r->max_len + COPSE_TREE_MAX_DEPTH + 2;
     r->hist = malloc((size_t)r->hist_cap * sizeof *r->hist);
     if (rp->top_logprobs)
@@ -662,6 +680,44 @@ static copse_status propose(copse_engine *e, req *r, int32_t budget, char *err, 
     return COPSE_OK;
 }
 
+/* The adaptive budget: as many nodes as the recent accepted length makes
+ * useful, or none while the expected gain does not pay for the rows. A
+ * request's plain step yields 1 token for t_share seconds; b more rows cost
+ * b * t_row and yield about acc_ema more tokens. */
+static int32_t step_budget(copse_engine *e, req *r)
+{
+    if (!e->p.adaptive || !r->p.drafters)
+        return r->budget;
+    int32_t b = (int32_t)(2.0f * r->acc_ema + 2.5f);
+    if (b > r->budget)
+        b = r->budget;
+    double ratio = e->t_share > 0 && e->t_row > 0 ? e->t_row / e->t_share : ROW_COST_PRIOR;
+    if ((double)r->acc_ema > 1.1 * ratio * b) {
+        r->paused = 0;
+        return b;
+    }
+    if (++r->paused % PROBE_EVERY == 0)
+        return b < 2 ? b : 2; /* probe: has the text become predictable? */
+    return 0;
+}
+
+/* Update the cost model from one forward: rows, of which n_dec decoding
+ * requests' roots, no prefill. */
+static void learn_cost(copse_engine *e, int32_t rows, int32_t n_dec, double seconds)
+{
+    if (n_dec < 1)
+        return;
+    if (rows == n_dec) {
+        double share = seconds / n_dec;
+        e->t_share = e->t_share > 0 ? 0.8 * e->t_share + 0.2 * share : share;
+    } else if (e->t_share > 0) {
+        double row = (seconds - n_dec * e->t_share) / (rows - n_dec);
+        if (row < 0)
+            row = 0;
+        e->t_row = e->t_row > 0 ? 0.8 * e->t_row + 0.2 * row : row;
+    }
+}
+
 /* Lay out this step's batch. Returns the number of rows (0: nothing to run).
  * A request that fails here ends with an error event. */
 static int32_t build(copse_engine *e, int32_t *n_seqs_out, int32_t *n_logits_out)
@@ -684,7 +740,7 @@ static int32_t build(copse_engine *e, int32_t *n_seqs_out, int32_t *n_logits_out
         dec_left--;
         if (rows + 1 + dec_left > e->step_tokens)
             continue; /* no room this step (more decoders than step tokens) */
-        int32_t budget = r->budget;
+        int32_t budget = step_budget(e, r);
         int32_t room_rows = e->step_tokens - rows - 1 - dec_left;
         if (budget > room_rows)
             budget = room_rows;
@@ -783,6 +839,7 @@ static copse_status settle(copse_engine *e, req *r, uint32_t *n_moves, char *err
     vp.history_cap = (size_t)r->hist_cap;
     vp.eos = r->p.ignore_eos ? NULL : e->eos;
     vp.n_eos = r->p.ignore_eos ? 0 : e->p.n_eos;
+    vp.fault = e->p.verify_fault;
     vp.stop_cb = r->p.stop_cb;
     vp.stop_ud = r->p.stop_ud;
     vp.max_tokens = r->max_len - r->n_hist;
@@ -812,6 +869,7 @@ static copse_status settle(copse_engine *e, req *r, uint32_t *n_moves, char *err
         /* statistics */
         int32_t n_nodes = r->n_rows - 1;
         if (n_nodes > 0) {
+            r->acc_ema = 0.7f * r->acc_ema + 0.3f * (float)res.n_accepted;
             r->spec_steps++;
             r->proposed += (uint64_t)n_nodes;
             r->accepted += (uint64_t)res.n_accepted;
@@ -951,9 +1009,18 @@ copse_status copse__engine_step(copse_engine *e, const copse_engine_event **even
                              .logit_rows = e->logit_rows};
         double t0 = now_s();
         st = copse__forward_run(e->f, &b, e->logits, msg, sizeof msg);
-        e->st.forward_s += now_s() - t0;
-        if (st == COPSE_OK)
+        double dt = now_s() - t0;
+        e->st.forward_s += dt;
+        if (st == COPSE_OK) {
+            int32_t n_dec = 0, prefill = 0;
+            for (int32_t i = 0; i < e->n_running; i++) {
+                n_dec += e->running[i]->kind == 1;
+                prefill += e->running[i]->kind == 2;
+            }
+            if (!prefill)
+                learn_cost(e, n_rows, n_dec, dt);
             break;
+        }
         if (st == COPSE_ENOSPACE && e->n_running > 1) {
             preempt_youngest(e);
             continue;

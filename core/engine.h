@@ -64,7 +64,17 @@ typedef struct copse_engine_params {
     int32_t n_drafters;   /* 0 .. COPSE_ENGINE_MAX_DRAFTERS */
     int32_t spec_nodes;   /* default node budget per request per step (>= 1). Default 16 */
     int32_t spec_depth;   /* default depth limit (>= 1). Default 8 */
+    int32_t max_branch;   /* most children a drafter proposes per node (tree width);
+                             0: the drafters' default (8) */
     int n_threads;        /* CPU threads for drafters that run models (0 = all) */
+    /* Adaptive node budget (default true): per request, the tree's budget
+     * follows its recent accepted length, and speculation pauses (with an
+     * occasional small probe) while the expected gain, accepted tokens per
+     * step, does not pay for the extra rows' measured cost. false: every
+     * step proposes the full budget. */
+    bool adaptive;
+    /* Tests only: run a deliberately wrong verifier (spec/verify.h). */
+    copse_verify_fault verify_fault;
     /* End-of-generation tokens (the tokenizer's EOG set); a request stops
      * after emitting one unless it sets ignore_eos. Copied by create. */
     const copse_token *eos;

@@ -15,6 +15,10 @@ apt_packages=(
     meson ninja-build pkg-config gcc clang libclang-rt-14-dev
     libpcre2-dev libuv1-dev libhttp-parser-dev libcjson-dev
     python3 python3-venv python3-pip curl
+    pocl-opencl-icd ocl-icd-opencl-dev opencl-c-headers
+    # HIP backend: hipcc compiles backends/cuda for gfx90a offline (no AMD GPU
+    # needed); ~176 MiB installed, ~12 s to install on the CI VM
+    hipcc libamdhip64-dev rocm-device-libs
 )
 
 # ---------------------------------------------------------------- Debian packages

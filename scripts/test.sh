@@ -35,7 +35,10 @@ count_meson build/test.log
 
 # ---------------------------------------------------------------- ASan + UBSan
 if [ ! -f build-asan/build.ninja ]; then
-    meson setup build-asan --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+    # no CUDA/HIP here: their runtimes are not built with the sanitizers, and
+    # the release build already compiles and tests them
+    meson setup build-asan --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false \
+        -Dcuda=disabled -Dhip=disabled >/dev/null
 fi
 if ninja -C build-asan >/dev/null; then
     UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
@@ -51,7 +54,7 @@ fi
 if command -v clang >/dev/null; then
     if [ ! -f build-fuzz/build.ninja ]; then
         CC=clang meson setup build-fuzz --buildtype=debugoptimized -Dfuzz=enabled \
-            -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+            -Db_sanitize=address,undefined -Db_lundef=false -Dcuda=disabled -Dhip=disabled >/dev/null
     fi
     # only the fuzz targets and the seed writer: the rest is covered by the builds above
     if ninja -C build-fuzz tests/fuzz-gguf tests/fuzz-tokenizer tests/fuzz-server tests/test-gguf >/dev/null; then

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "backend-impl.h"
+#include "backend-select.h"
 #include "commands.h"
 #include "copse.h"
 #include "forward.h"
@@ -28,13 +29,15 @@ typedef struct bench_opts {
     int threads;
     int runs;
     int json;
+    const char *backend; /* --backend NAME[:N], NULL: cpu */
 } bench_opts;
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: copse bench decode -m MODEL [--prompt-tokens N] [--gen-tokens N] [--threads N]\n"
-               "                          [--runs R] [--json]\n\n"
-               "Measures on the CPU backend (medians of R runs, default 3):\n"
+               "                          [--runs R] [--json] [--backend NAME[:N]]\n\n"
+               "Measures on the CPU backend, or the device --backend names (medians of R runs,\n"
+               "default 3):\n"
                "  prefill      tokens/s of one forward pass over N prompt tokens (default 512)\n"
                "  decode       tokens/s generating --gen-tokens (default 64) one at a time, at context\n"
                "               depth 0 and at depth N\n"
@@ -180,12 +183,14 @@ static double decode_rate(bench *b, int depth, int n_gen)
 
 int copse__cmd_bench(int argc, char **argv)
 {
+    if (argc >= 2 && !strcmp(argv[1], "spec"))
+        return copse__cmd_bench_spec(argc, argv);
     if (argc < 2 || strcmp(argv[1], "decode") != 0) {
         if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
             usage(stdout);
             return 0;
         }
-        fprintf(stderr, "copse bench: expected a workload ('decode')\n\n");
+        fprintf(stderr, "copse bench: expected a workload ('decode' or 'spec')\n\n");
         usage(stderr);
         return 2;
     }
@@ -207,6 +212,8 @@ int copse__cmd_bench(int argc, char **argv)
         long x = strtol(v, &end, 10);
         if (!strcmp(a, "-m") || !strcmp(a, "--model"))
             o.model = v;
+        else if (!strcmp(a, "--backend"))
+            o.backend = v;
         else if (*end || x < 0 || x > 1 << 16) {
             fprintf(stderr, "copse bench: %s: '%s' is not a count\n", a, v);
             return 2;
@@ -242,11 +249,16 @@ int copse__cmd_bench(int argc, char **argv)
     fp.max_seqs = 1;
     fp.max_tokens = (uint32_t)(o.prompt_tokens > MAX_VERIFY ? o.prompt_tokens : MAX_VERIFY);
     fp.max_ctx = (uint32_t)(o.prompt_tokens + o.gen_tokens + MAX_VERIFY + 16);
-    copse_backend_reg *cpu = copse__backend_find("cpu");
+    copse_backend_dev *dev = copse__backend_select(o.backend ? o.backend : "cpu", "copse bench");
     bench b = {0};
     int rc = 1;
-    if (copse__forward_create(g, cpu->iface.dev_get(cpu, 0), &fp, &b.f, err, sizeof err) != COPSE_OK) {
-        fprintf(stderr, "copse bench: %s\n", err);
+    if (!dev) {
+        copse__gguf_close(g);
+        return 1;
+    }
+    if (copse__forward_create(g, dev, &fp, &b.f, err, sizeof err) != COPSE_OK) {
+        const char *detail = copse__backend_dev_error(dev);
+        fprintf(stderr, "copse bench: %s%s%s\n", err, detail[0] ? "\n" : "", detail);
         copse__gguf_close(g);
         return 1;
     }
@@ -330,6 +342,7 @@ int copse__cmd_bench(int argc, char **argv)
         char key[16];
         copse__jw_open(&w, NULL, '{', false);
         copse__jw_cstr(&w, "model", o.model);
+        copse__jw_cstr(&w, "backend", o.backend ? o.backend : "cpu");
         copse__jw_i64(&w, "threads", threads);
         copse__jw_i64(&w, "prompt_tokens", o.prompt_tokens);
         copse__jw_i64(&w, "gen_tokens", o.gen_tokens);
@@ -358,6 +371,7 @@ int copse__cmd_bench(int argc, char **argv)
         copse__jw_close(&w, '}');
     } else {
         printf("model       %s\n", o.model);
+        printf("backend     %s\n", o.backend ? o.backend : "cpu");
         printf("threads     %d\n", threads);
         printf("bandwidth   %.1f GB/s (read, measured)\n", bw / 1e9);
         printf("weights     %.1f MiB read per decode step\n", weight_bytes / 1048576.0);

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "backend-impl.h"
+#include "backend-select.h"
 #include "chat.h"
 #include "commands.h"
 #include "json-writer.h"
@@ -756,10 +757,13 @@ static int cmd_devices(const info_opts *o)
             copse__jw_open(&w, NULL, '{', false);
             copse__jw_cstr(&w, "name", r->name);
             copse__jw_i64(&w, "api_version", r->api_version);
+            if (n == 0)
+                copse__jw_cstr(&w, "status", copse__backend_status_text(r));
             copse__jw_open(&w, "devices", '[', false);
         } else {
-            printf("backend %s (api %d): %zu device%s\n", r->name, r->api_version, n,
-                   n == 1 ? "" : "s");
+            const char *why = n == 0 ? copse__backend_status_text(r) : "";
+            printf("backend %s (api %d): %zu device%s%s%s\n", r->name, r->api_version, n,
+                   n == 1 ? "" : "s", why[0] ? ": " : "", why);
         }
         for (size_t d = 0; d < n; d++) {
             copse_backend_dev *dev = r->iface.dev_get(r, d);

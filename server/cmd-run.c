@@ -13,13 +13,15 @@
 #include <unistd.h>
 
 #include "backend-impl.h"
+#include "backend-select.h"
 #include "chat.h"
 #include "commands.h"
 #include "copse.h"
 #include "forward.h"
 #include "model.h"
+#include "engine.h"
 #include "sampling.h"
-#include "spec/engine.h"
+#include "spec/tree.h"
 #include "tokenizer.h"
 
 typedef struct run_opts {
@@ -31,7 +33,12 @@ typedef struct run_opts {
     int threads;
     int ctx;
     int add_bos; /* -1: the model's flag */
-    const char *draft; /* drafter spec for speculative decoding, or NULL */
+    const char *drafts[COPSE_ENGINE_MAX_DRAFTERS]; /* drafter specs, merged into one tree */
+    int n_drafts;
+    int spec_nodes, spec_depth;
+    int speedup; /* with drafters: also run plain decoding and report the speed-up */
+    int fixed_budget; /* --no-adaptive */
+    const char *backend; /* --backend NAME[:N], NULL: cpu */
     copse_sampling_params sp;
 } run_opts;
 
@@ -60,8 +67,17 @@ static void usage(FILE *f)
             "  -t, --threads N         CPU threads (default: all cores)\n"
             "  -c, --ctx N             context length (default: 4096 or the model's, if smaller)\n"
             "      --no-bos            do not add BOS even if the model asks for it\n"
-            "      --draft SPEC        speculative decoding with a drafter: ngram, suffix\n"
-            "                          (default: none); acceptance stats go to standard error\n");
+            "      --draft SPEC        speculative decoding with a drafter: ngram, suffix, layerskip:N,\n"
+            "                          model:FILE; repeat to merge several drafters' trees (default: none).\n"
+            "                          Acceptance per drafter goes to standard error, and the speed-up over\n"
+            "                          plain decoding of the same prompt, measured in the same process\n"
+            "      --spec-nodes N      draft tree node budget per step (default 16)\n"
+            "      --spec-depth D      draft tree depth limit (default 8)\n"
+            "      --no-adaptive       propose the full node budget every step (default: the budget follows\n"
+            "                          the recent acceptance and pauses while drafts do not pay)\n"
+            "      --no-speedup        with --draft: skip the plain-decoding comparison\n"
+            "      --backend NAME[:N]  compute device, e.g. cpu, opencl, opencl:1 (default cpu;\n"
+            "                          see copse info --devices)\n");
 }
 
 static double now_s(void)
@@ -91,6 +107,9 @@ static int parse_args(int argc, char **argv, run_opts *o)
     o->n_predict = 128;
     o->ctx = 0;
     o->add_bos = -1;
+    o->spec_nodes = 16;
+    o->spec_depth = 8;
+    o->speedup = 1;
     o->sp = copse__sampling_default_params();
     o->sp.temperature = 0.8f;
     o->sp.top_k = 40;
@@ -129,7 +148,24 @@ static int parse_args(int argc, char **argv, run_opts *o)
             o->system = v;
         } else if (!strcmp(a, "--draft")) {
             NEEDS_VALUE_();
-            o->draft = v;
+            if (o->n_drafts == COPSE_ENGINE_MAX_DRAFTERS) {
+                fprintf(stderr, "copse run: at most %d --draft options\n", COPSE_ENGINE_MAX_DRAFTERS);
+                return -1;
+            }
+            o->drafts[o->n_drafts++] = v;
+        } else if (!strcmp(a, "--spec-nodes")) {
+            NUM_(1, COPSE_TREE_MAX_NODES);
+            o->spec_nodes = (int)x;
+        } else if (!strcmp(a, "--spec-depth")) {
+            NUM_(1, COPSE_TREE_MAX_DEPTH);
+            o->spec_depth = (int)x;
+        } else if (!strcmp(a, "--backend")) {
+            NEEDS_VALUE_();
+            o->backend = v;
+        } else if (!strcmp(a, "--no-adaptive")) {
+            o->fixed_budget = 1;
+        } else if (!strcmp(a, "--no-speedup")) {
+            o->speedup = 0;
         } else if (!strcmp(a, "--chat")) {
             o->chat = 1;
         } else if (!strcmp(a, "--no-bos")) {
@@ -188,16 +224,14 @@ typedef struct session {
     copse_model *model;
     const copse_tokenizer *tok;
     copse_forward *fwd;
-    copse_sampler *sampler;
+    copse_engine *eng;
     copse_chat_format *fmt;
-    copse_spec_engine *spec; /* NULL: plain decoding */
-    int32_t seq;
-    uint32_t n_vocab, max_tokens, ctx;
-    copse_token *history; /* every token in the KV cache, in order [ctx] */
-    uint32_t n_history;
-    float *logits;        /* [n_vocab] */
+    uint32_t drafter_mask; /* all of --draft: merged into one tree */
+    int32_t ctx;
+    /* totals over the run */
     double prompt_s, gen_s;
     uint64_t prompt_tokens, gen_tokens;
+    uint64_t proposed, accepted, spec_steps;
 } session;
 
 /* Touch every page of the weights so the first tokens are not slowed by page
@@ -226,6 +260,16 @@ static void prefault(const copse_gguf *g)
     (void)sum;
 }
 
+/* The tokenizer's end-of-generation tokens (at most cap). */
+static int32_t eog_tokens(const copse_tokenizer *tok, copse_token *out, int32_t cap)
+{
+    int32_t n = 0, nv = copse__tokenizer_n_vocab(tok);
+    for (copse_token t = 0; t < nv && n < cap; t++)
+        if (copse__tokenizer_is_eog(tok, t))
+            out[n++] = t;
+    return n;
+}
+
 static int session_open(session *s, const run_opts *o)
 {
     memset(s, 0, sizeof *s);
@@ -251,25 +295,43 @@ static int session_open(session *s, const run_opts *o)
     copse_forward_params fp = copse__forward_default_params();
     fp.n_threads = o->threads;
     fp.max_seqs = 1;
-    s->ctx = o->ctx ? (uint32_t)o->ctx : (hp.n_ctx_train < 4096 ? hp.n_ctx_train : 4096);
-    fp.max_ctx = s->ctx;
-    fp.max_tokens = s->max_tokens = 256;
-    copse_backend_reg *cpu = copse__backend_find("cpu");
-    if (copse__forward_create(g, cpu->iface.dev_get(cpu, 0), &fp, &s->fwd, err, sizeof err) != COPSE_OK) {
+    s->ctx = o->ctx ? o->ctx : (hp.n_ctx_train < 4096 ? (int32_t)hp.n_ctx_train : 4096);
+    fp.max_ctx = (uint32_t)s->ctx;
+    fp.max_tokens = 256;
+    copse_backend_dev *dev = copse__backend_select(o->backend ? o->backend : "cpu", "copse run");
+    if (!dev)
+        return -1;
+    if (copse__forward_create(g, dev, &fp, &s->fwd, err, sizeof err) != COPSE_OK) {
+        const char *detail = copse__backend_dev_error(dev);
+        fprintf(stderr, "copse run: %s%s%s\n", err, detail[0] ? "\n" : "", detail);
+        return -1;
+    }
+    if ((int32_t)copse__forward_hparams(s->fwd)->n_vocab != copse__tokenizer_n_vocab(s->tok)) {
+        fprintf(stderr, "copse run: the output head has %u rows but the vocabulary %d tokens\n",
+                copse__forward_hparams(s->fwd)->n_vocab, copse__tokenizer_n_vocab(s->tok));
+        return -1;
+    }
+    if (copse__sampling_validate(&o->sp, err, sizeof err) != COPSE_OK) {
         fprintf(stderr, "copse run: %s\n", err);
         return -1;
     }
-    s->n_vocab = copse__forward_hparams(s->fwd)->n_vocab;
-    if ((int32_t)s->n_vocab != copse__tokenizer_n_vocab(s->tok)) {
-        fprintf(stderr, "copse run: the output head has %u rows but the vocabulary %d tokens\n", s->n_vocab,
-                copse__tokenizer_n_vocab(s->tok));
-        return -1;
-    }
-    if (copse__sampler_create((int32_t)s->n_vocab, &s->sampler, err, sizeof err) != COPSE_OK ||
-        copse__sampling_validate(&o->sp, err, sizeof err) != COPSE_OK) {
+    copse_token eos[64];
+    copse_engine_params ep = copse__engine_default_params();
+    ep.max_running = 1;
+    ep.step_tokens = 256;
+    ep.drafters = o->drafts;
+    ep.n_drafters = o->n_drafts;
+    ep.spec_nodes = o->spec_nodes;
+    ep.spec_depth = o->spec_depth;
+    ep.n_threads = o->threads;
+    ep.adaptive = !o->fixed_budget;
+    ep.eos = eos;
+    ep.n_eos = eog_tokens(s->tok, eos, 64);
+    if (copse__engine_create(s->fwd, &ep, &s->eng, err, sizeof err) != COPSE_OK) {
         fprintf(stderr, "copse run: %s\n", err);
         return -1;
     }
+    s->drafter_mask = o->n_drafts ? (1u << o->n_drafts) - 1 : 0;
     if (o->chat) {
         char note[256];
         if (copse__chat_format_from_gguf(g, &s->fmt, note, sizeof note) != COPSE_OK) {
@@ -279,234 +341,173 @@ static int session_open(session *s, const run_opts *o)
         if (note[0])
             fprintf(stderr, "copse: %s\n", note);
     }
-    s->history = calloc(s->ctx, sizeof *s->history);
-    s->logits = malloc(sizeof(float) * s->n_vocab);
-    if (!s->history || !s->logits || copse__kvcache_seq_add(copse__forward_kv(s->fwd), &s->seq) != COPSE_OK) {
-        fprintf(stderr, "copse run: out of memory\n");
-        return -1;
-    }
-    if (o->draft) {
-        copse_spec_params sp = copse__spec_default_params();
-        sp.sampling = o->sp;
-        sp.max_len = s->ctx;
-        if (copse__spec_create(s->fwd, s->seq, o->draft, &sp, &s->spec, err, sizeof err) != COPSE_OK) {
-            fprintf(stderr, "copse run: --draft %s: %s\n", o->draft, err);
-            return -1;
-        }
-    }
-    fprintf(stderr, "copse: %s, %u layers, width %u, vocabulary %u; context %u; ready in %.2fs\n", hp.arch,
+    fprintf(stderr, "copse: %s, %u layers, width %u, vocabulary %u; context %d; ready in %.2fs\n", hp.arch,
             hp.n_layer, hp.n_embd, hp.n_vocab, s->ctx, now_s() - t0);
     return 0;
 }
 
 static void session_close(session *s)
 {
-    copse__spec_destroy(s->spec);
+    copse__engine_destroy(s->eng);
     copse__chat_format_destroy(s->fmt);
-    copse__sampler_destroy(s->sampler);
     copse__forward_destroy(s->fwd);
     copse_model_destroy(s->model);
-    free(s->history);
-    free(s->logits);
 }
 
-/* Feed tokens after the cached history, in chunks; leaves the logits of the
- * last one in s->logits. Returns 0 or -1 (message printed). */
-static int feed(session *s, const copse_token *ids, uint32_t n)
-{
-    char err[512];
-    if (s->n_history + n > s->ctx) {
-        fprintf(stderr, "\ncopse run: context full (%u tokens)\n", s->ctx);
-        return -1;
-    }
-    for (uint32_t at = 0; at < n;) {
-        int32_t m = (int32_t)(n - at < s->max_tokens ? n - at : s->max_tokens);
-        int32_t first = 0, last = m - 1;
-        copse_fwd_batch b = {.n_tokens = m, .tokens = ids + at, .n_seqs = 1, .seq = &s->seq, .first = &first,
-                             .n_new = &m, .n_logits = 1, .logit_rows = &last};
-        if (copse__forward_run(s->fwd, &b, s->logits, err, sizeof err) != COPSE_OK) {
-            fprintf(stderr, "\ncopse run: %s\n", err);
-            return -1;
-        }
-        copse__kvcache_commit(copse__forward_kv(s->fwd), s->seq, (uint32_t)m);
-        memcpy(s->history + s->n_history, ids + at, sizeof *ids * (size_t)m);
-        s->n_history += (uint32_t)m;
-        at += (uint32_t)m;
-    }
-    return 0;
-}
-
-/* Process the text of a prompt: keep the cached tokens it shares as a
- * prefix, drop the rest from the KV cache, feed the new ones. */
-static int prompt(session *s, const char *text, int add_special)
+/* Tokenize a prompt; *ids malloc'ed. Returns its length, or -1 (message printed). */
+static int32_t tokenize(session *s, const char *text, int add_special, copse_token **ids)
 {
     size_t n = 0;
     int flags = COPSE_TOKENIZE_PARSE_SPECIAL | (add_special ? COPSE_TOKENIZE_ADD_SPECIAL : 0);
     copse__tokenizer_encode(s->tok, text, strlen(text), flags, NULL, 0, &n);
-    copse_token *ids = malloc(sizeof *ids * (n ? n : 1));
-    if (!ids || copse__tokenizer_encode(s->tok, text, strlen(text), flags, ids, n, &n) != COPSE_OK) {
-        free(ids);
+    *ids = malloc(sizeof **ids * (n ? n : 1));
+    if (!*ids || copse__tokenizer_encode(s->tok, text, strlen(text), flags, *ids, n, &n) != COPSE_OK) {
         fprintf(stderr, "copse run: cannot tokenize the prompt\n");
         return -1;
     }
-    if (n > s->ctx) {
-        fprintf(stderr, "copse run: the prompt has %zu tokens but the context holds %u (see --ctx)\n", n, s->ctx);
-        free(ids);
-        return -1;
-    }
-    uint32_t keep = 0;
-    while (keep < s->n_history && keep < n && s->history[keep] == ids[keep])
-        keep++;
-    if (keep == n && keep > 0) /* re-feed the last token to get its logits */
-        keep--;
-    copse__kvcache_truncate(copse__forward_kv(s->fwd), s->seq, keep);
-    s->n_history = keep;
-    double t0 = now_s();
-    int rc = n == 0 ? 0 : feed(s, ids + keep, (uint32_t)(n - keep));
-    s->prompt_s += now_s() - t0;
-    s->prompt_tokens += n - keep;
-    free(ids);
     if (n == 0) {
         fprintf(stderr, "copse run: the prompt is empty\n");
         return -1;
     }
-    return rc;
+    if (n >= (size_t)s->ctx) {
+        fprintf(stderr, "copse run: the prompt has %zu tokens but the context holds %d (see --ctx)\n", n, s->ctx);
+        return -1;
+    }
+    return (int32_t)n;
 }
 
-/* Detokenize one generated token to standard output (and *reply). */
-static int emit_token(session *s, copse_detok_stream *ds, copse_token t, char **reply, size_t *rlen, size_t *rcap)
+/* Append text to a growing reply buffer (reply may be NULL: nothing kept). */
+static int append(char **reply, size_t *rlen, size_t *rcap, const char *piece, size_t w)
 {
-    char piece[512];
-    int w = copse__detok_stream_push(s->tok, ds, t, false, piece, sizeof piece);
-    if (w > 0) {
-        fwrite(piece, 1, (size_t)w, stdout);
-        fflush(stdout);
-        if (reply) {
-            if (*rlen + (size_t)w + 1 > *rcap) {
-                *rcap = (*rlen + (size_t)w + 1) * 2;
-                char *nr = realloc(*reply, *rcap);
-                if (!nr)
-                    return -1;
-                *reply = nr;
-            }
-            memcpy(*reply + *rlen, piece, (size_t)w);
-            *rlen += (size_t)w;
-            (*reply)[*rlen] = 0;
-        }
+    if (!reply)
+        return 0;
+    if (*rlen + w + 1 > *rcap) {
+        *rcap = (*rlen + w + 1) * 2;
+        char *nr = realloc(*reply, *rcap);
+        if (!nr)
+            return -1;
+        *reply = nr;
     }
+    memcpy(*reply + *rlen, piece, w);
+    *rlen += w;
+    (*reply)[*rlen] = 0;
     return 0;
 }
 
-static bool spec_stop_cb(void *ud, copse_token t, int32_t index)
-{
-    (void)index;
-    const session *s = ud;
-    return copse__tokenizer_is_eog(s->tok, t);
-}
+typedef struct gen_result {
+    double prompt_s, gen_s;     /* time to the first token; after it */
+    int32_t n_prompt, n_gen;
+    uint64_t proposed, accepted, spec_steps;
+    copse_finish finish;
+} gen_result;
 
-/* Speculative generation after the first token t0 (emitted, not in the KV
- * cache, not end-of-generation): steps the engine until n_predict tokens
- * are out or one ends the generation, then leaves the session as plain
- * decoding would (every emitted token in the cache, an end-of-generation
- * token only in chat mode). */
-static int generate_spec(session *s, copse_token t0, int emitted, copse_detok_stream *ds, char **reply,
-                         size_t *rlen, size_t *rcap)
+/* Generate from prompt tokens through the engine, streaming the text to
+ * standard output when `print`; the text is appended to *reply when reply is
+ * not NULL. drafters: the engine drafter mask (0: plain decoding). */
+static int generate(session *s, const copse_token *ids, int32_t n, uint32_t drafters, int print, char **reply,
+                    gen_result *gr)
 {
+    memset(gr, 0, sizeof *gr);
     char err[512];
-    if (copse__spec_begin(s->spec, s->history, s->n_history, t0, err, sizeof err) != COPSE_OK) {
-        fprintf(stderr, "\ncopse run: %s\n", err);
+    copse_request_params rp = copse__request_default_params();
+    rp.prompt = ids;
+    rp.n_prompt = n;
+    rp.max_tokens = s->o->n_predict;
+    rp.sampling = s->o->sp;
+    rp.drafters = drafters;
+    uint64_t id;
+    if (copse__engine_submit(s->eng, &rp, NULL, &id, err, sizeof err) != COPSE_OK) {
+        fprintf(stderr, "copse run: %s\n", err);
         return -1;
     }
-    copse_token last = t0;
-    int rc = 0;
-    while (emitted < s->o->n_predict) {
-        const copse_token *toks;
-        int32_t n;
-        copse_verify_stop stop;
-        if (copse__spec_step(s->spec, spec_stop_cb, s, s->o->n_predict - emitted, &toks, &n, &stop, err,
-                             sizeof err) != COPSE_OK) {
-            fprintf(stderr, "\ncopse run: %s\n", err);
-            rc = -1;
-            break;
-        }
-        int done = 0;
-        for (int32_t i = 0; i < n && !done; i++) {
-            last = toks[i];
-            s->gen_tokens++;
-            emitted++;
-            if (copse__tokenizer_is_eog(s->tok, last))
-                done = 1;
-            else if (emit_token(s, ds, last, reply, rlen, rcap) != 0)
-                return -1;
-        }
-        if (done || stop != COPSE_VERIFY_CONTINUE)
-            break;
-    }
-    /* the session's view of the cache: the engine's committed tokens */
-    uint32_t nc;
-    const copse_token *committed = copse__spec_committed(s->spec, &nc);
-    memcpy(s->history, committed, sizeof *committed * nc);
-    s->n_history = nc;
-    if (rc == 0 && (!copse__tokenizer_is_eog(s->tok, last) || s->o->chat) && feed(s, &last, 1) != 0)
-        rc = -1;
-    return rc;
-}
-
-static void print_spec_stats(const session *s)
-{
-    copse_spec_stats st = copse__spec_stats(s->spec);
-    fprintf(stderr,
-            "copse: draft %s: steps %llu, proposed %llu, accepted %llu (%.1f%%), mean accepted length %.2f, "
-            "tokens/step %.2f\n",
-            copse__spec_drafter_name(s->spec), (unsigned long long)st.steps, (unsigned long long)st.proposed,
-            (unsigned long long)st.accepted, st.proposed ? 100.0 * (double)st.accepted / (double)st.proposed : 0.0,
-            st.steps ? (double)st.accepted / (double)st.steps : 0.0,
-            st.steps ? (double)st.emitted / (double)st.steps : 0.0);
-}
-
-/* Sample and stream up to n_predict tokens; the generated text is appended to
- * *reply (malloc'ed) when reply is not NULL. */
-static int generate(session *s, char **reply)
-{
     copse_detok_stream ds;
     copse__detok_stream_init(s->tok, &ds);
     size_t rlen = 0, rcap = 0;
     char piece[512];
     int rc = 0;
-    double t0 = now_s();
-    for (int i = 0; i < s->o->n_predict; i++) {
-        copse_token t;
-        copse_status st = copse__sampling_sample_token(s->sampler, &s->o->sp, s->logits, s->history,
-                                                       s->n_history, 0, s->n_history, &t);
-        if (st != COPSE_OK) {
-            fprintf(stderr, "\ncopse run: sampling failed: %s\n", copse__sampler_error(s->sampler));
-            rc = -1;
-            break;
-        }
-        s->gen_tokens++;
-        if (copse__tokenizer_is_eog(s->tok, t)) {
-            /* keep the end-of-turn in the cache: the next chat turn's text starts with it */
-            if (s->o->chat && feed(s, &t, 1) != 0)
-                rc = -1;
-            break;
-        }
-        if (emit_token(s, &ds, t, reply, &rlen, &rcap) != 0)
+    double t0 = now_s(), t_first = 0;
+    while (!copse__engine_idle(s->eng)) {
+        const copse_engine_event *ev;
+        int32_t n_ev;
+        if (copse__engine_step(s->eng, &ev, &n_ev, err, sizeof err) != COPSE_OK) {
+            fprintf(stderr, "\ncopse run: %s\n", err);
             return -1;
-        if (s->spec) {
-            rc = generate_spec(s, t, i + 1, &ds, reply, &rlen, &rcap);
-            break;
         }
-        if (feed(s, &t, 1) != 0) {
-            rc = -1;
-            break;
+        for (int32_t k = 0; k < n_ev; k++) {
+            const copse_engine_event *e = &ev[k];
+            if (e->n_tokens && t_first == 0)
+                t_first = now_s();
+            for (int32_t i = 0; i < e->n_tokens; i++) {
+                if (copse__tokenizer_is_eog(s->tok, e->tokens[i]))
+                    continue;
+                int w = copse__detok_stream_push(s->tok, &ds, e->tokens[i], false, piece, sizeof piece);
+                if (w > 0) {
+                    if (print) {
+                        fwrite(piece, 1, (size_t)w, stdout);
+                        fflush(stdout);
+                    }
+                    if (append(reply, &rlen, &rcap, piece, (size_t)w) != 0)
+                        rc = -1;
+                }
+            }
+            gr->n_gen = e->n_generated;
+            gr->proposed = e->proposed;
+            gr->accepted = e->accepted;
+            gr->spec_steps = e->spec_steps;
+            if (e->finish == COPSE_FINISH_ERROR) {
+                fprintf(stderr, "\ncopse run: %s\n", e->error);
+                rc = -1;
+            }
+            if (e->finish != COPSE_FINISH_NONE)
+                gr->finish = e->finish;
         }
     }
     int w = copse__detok_stream_flush(&ds, piece, sizeof piece);
-    if (w > 0)
-        fwrite(piece, 1, (size_t)w, stdout);
+    if (w > 0) {
+        if (print)
+            fwrite(piece, 1, (size_t)w, stdout);
+        if (append(reply, &rlen, &rcap, piece, (size_t)w) != 0)
+            rc = -1;
+    }
     fflush(stdout);
-    s->gen_s += now_s() - t0;
+    double t1 = now_s();
+    if (t_first == 0)
+        t_first = t1;
+    gr->n_prompt = n;
+    gr->prompt_s = t_first - t0;
+    gr->gen_s = t1 - t_first;
     return rc;
+}
+
+static void account(session *s, const gen_result *gr)
+{
+    s->prompt_tokens += (uint64_t)gr->n_prompt;
+    s->prompt_s += gr->prompt_s;
+    s->gen_tokens += (uint64_t)gr->n_gen;
+    s->gen_s += gr->gen_s;
+    s->proposed += gr->proposed;
+    s->accepted += gr->accepted;
+    s->spec_steps += gr->spec_steps;
+}
+
+/* Per-drafter acceptance, then the request's totals. */
+static void print_spec_stats(const session *s)
+{
+    for (int32_t i = 0; i < copse__engine_n_drafters(s->eng); i++) {
+        copse_drafter_stats d = copse__engine_drafter_stats(s->eng, i);
+        fprintf(stderr,
+                "copse: draft %s: steps %llu, proposed %llu, accepted %llu (%.1f%%), mean accepted length %.2f, "
+                "drafting %.3fs\n",
+                d.spec, (unsigned long long)d.steps, (unsigned long long)d.proposed, (unsigned long long)d.accepted,
+                d.proposed ? 100.0 * (double)d.accepted / (double)d.proposed : 0.0,
+                d.steps ? (double)d.accepted / (double)d.steps : 0.0, d.draft_s);
+    }
+    copse_engine_stats es = copse__engine_stats(s->eng);
+    fprintf(stderr,
+            "copse: %llu steps (%llu speculative), accepted %llu of %llu proposed; time in forward %.3fs, "
+            "drafting %.3fs, verifying %.3fs\n",
+            (unsigned long long)es.steps, (unsigned long long)s->spec_steps, (unsigned long long)s->accepted,
+            (unsigned long long)s->proposed, es.forward_s, es.draft_s, es.verify_s);
 }
 
 static char *read_all(FILE *f)
@@ -539,9 +540,17 @@ static int chat_turn(session *s, copse_chat_msg *msgs, size_t n, char **reply)
         return -1;
     }
     /* the rendered text carries BOS where the template writes it */
-    int rc = prompt(s, text, 0);
+    copse_token *ids = NULL;
+    int32_t nt = tokenize(s, text, 0, &ids);
     free(text);
-    return rc == 0 ? generate(s, reply) : rc;
+    int rc = -1;
+    if (nt > 0) {
+        gen_result gr;
+        rc = generate(s, ids, nt, s->drafter_mask, 1, reply, &gr);
+        account(s, &gr);
+    }
+    free(ids);
+    return rc;
 }
 
 static int run_chat(session *s)
@@ -600,6 +609,36 @@ static int run_chat(session *s)
     return rc;
 }
 
+/* One prompt: generate (streamed), then, with drafters and unless
+ * --no-speedup, the same request as plain decoding for the speed-up. */
+static int run_once(session *s, const char *text)
+{
+    copse_token *ids = NULL;
+    int32_t n = tokenize(s, text, s->o->add_bos != 0, &ids);
+    int rc = -1;
+    if (n > 0) {
+        gen_result spec, plain;
+        char *a = NULL, *b = NULL;
+        const int compare = s->drafter_mask && s->o->speedup;
+        rc = generate(s, ids, n, s->drafter_mask, 1, compare ? &a : NULL, &spec);
+        account(s, &spec);
+        if (rc == 0 && compare && generate(s, ids, n, 0, 0, &b, &plain) == 0) {
+            double sp_tps = spec.gen_s > 0 ? spec.n_gen / spec.gen_s : 0.0;
+            double pl_tps = plain.gen_s > 0 ? plain.n_gen / plain.gen_s : 0.0;
+            const int same = (a && b && !strcmp(a, b)) || (!a && !b);
+            fprintf(stderr,
+                    "\ncopse: speed-up over plain decoding: %.2fx (speculative %.1f tokens/s, plain %.1f tokens/s, "
+                    "same prompt, same process)%s\n",
+                    pl_tps > 0 ? sp_tps / pl_tps : 0.0, sp_tps, pl_tps,
+                    s->o->sp.temperature == 0.0f ? (same ? "; outputs identical" : "; OUTPUTS DIFFER") : "");
+        }
+        free(a);
+        free(b);
+    }
+    free(ids);
+    return rc;
+}
+
 int copse__cmd_run(int argc, char **argv)
 {
     run_opts o;
@@ -614,17 +653,14 @@ int copse__cmd_run(int argc, char **argv)
         } else {
             char *stdin_text = o.prompt ? NULL : read_all(stdin);
             const char *text = o.prompt ? o.prompt : stdin_text;
-            int add = o.add_bos != 0;
-            rc = text ? prompt(&s, text, add) : -1;
-            if (rc == 0)
-                rc = generate(&s, NULL);
+            rc = text ? run_once(&s, text) : -1;
             free(stdin_text);
         }
         if (s.prompt_tokens || s.gen_tokens)
             fprintf(stderr, "\ncopse: prompt %llu tokens, %.1f tokens/s; generated %llu tokens, %.1f tokens/s\n",
                     (unsigned long long)s.prompt_tokens, s.prompt_s > 0 ? s.prompt_tokens / s.prompt_s : 0.0,
                     (unsigned long long)s.gen_tokens, s.gen_s > 0 ? s.gen_tokens / s.gen_s : 0.0);
-        if (s.spec)
+        if (o.n_drafts)
             print_spec_stats(&s);
     }
     session_close(&s);

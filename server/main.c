@@ -13,7 +13,7 @@ static const struct {
     const char *help;
 } commands[] = {
     {"run", copse__cmd_run, "generate text from a prompt or a chat, streamed to standard output"},
-    {"bench", copse__cmd_bench, "measure prefill, decode and verification speed ('bench decode')"},
+    {"bench", copse__cmd_bench, "measure speed: prefill, decode, verification ('bench decode'); speculation ('bench spec')"},
     {"random-model", copse__cmd_random_model, "write a model of a known shape with random weights (benchmarks)"},
     {"info", copse__cmd_info, "show a model's metadata, tensors, vocabulary, chat template; or devices"},
     {"tokenize", copse__cmd_tokenize, "print the token ids of a text"},

@@ -244,6 +244,12 @@ static inline int64_t copse__cpu_q16_pos(int pairs, int64_t nb, int64_t b, int e
     return (b / 2) * 64 + (e / 16) * 32 + (b % 2) * 16 + e % 16;
 }
 
+/* The scalar reference of the softmax op (backend-impl.h): y[i] = x[i] *
+ * inv_temp (float), m = max y (NaNs ignored), e[i] = expf(y[i] - m), the
+ * sum of e in double in index order, out[i] = (float)(e[i] / sum). A row
+ * whose y are all -inf or NaN gives NaN. out may alias x. (cpu-ref.c) */
+void copse__cpu_softmax_ref(const float *x, int64_t n, float inv_temp, float *out);
+
 /* The canonical 8-lane final reduction (see the header comment). */
 static inline float copse__cpu_reduce8(const float a[8])
 {

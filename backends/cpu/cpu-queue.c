@@ -705,6 +705,33 @@ static copse_status cpu_argmax(copse_backend_queue *bq, const copse_tensor *logi
     return COPSE_OK;
 }
 
+/* ---------------------------------------------------------------- softmax */
+
+typedef struct softmax_args {
+    const copse_tensor *logits, *out;
+    float inv_temp;
+} softmax_args;
+
+static void softmax_task(void *p, int64_t b, int64_t e, int tid)
+{
+    (void)tid;
+    const softmax_args *a = p;
+    for (int64_t t = b; t < e; t++)
+        copse__cpu_softmax_ref(frow(a->logits, t), a->logits->ne[0], a->inv_temp, frow(a->out, t));
+}
+
+static copse_status cpu_softmax(copse_backend_queue *bq, const copse_tensor *logits, float inv_temp,
+                                const copse_tensor *out)
+{
+    check_view(logits);
+    check_view(out);
+    assert(logits->type == COPSE_Q_F32 && out->type == COPSE_Q_F32 && logits->ne[0] > 0);
+    assert(out->ne[0] == logits->ne[0] && out->ne[1] == logits->ne[1]);
+    softmax_args a = {logits, out, inv_temp};
+    pool_run(cq(bq), softmax_task, &a, logits->ne[1], 1);
+    return COPSE_OK;
+}
+
 /* ---------------------------------------------------------------- lifecycle */
 
 /* COPSE_CPU_ACT = q16 | q8 | f32; unset, empty or unknown: q16. */
@@ -747,6 +774,7 @@ static const copse_backend_queue_i cpu_queue_i = {
     .attention = cpu_attention,
     .kv_commit = cpu_kv_commit,
     .argmax = cpu_argmax,
+    .softmax = cpu_softmax,
 };
 
 copse_status copse__cpu_queue_create(copse_backend_dev *dev, int n_threads, const copse_cpu_kernels *k,

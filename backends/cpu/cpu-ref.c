@@ -389,6 +389,27 @@ static void ref_mm_q6_k(const uint8_t *w, size_t w_stride, int64_t n_rows, const
     }
 }
 
+/* ---------------------------------------------------------------- softmax */
+
+void copse__cpu_softmax_ref(const float *x, int64_t n, float inv_temp, float *out)
+{
+    float m = -INFINITY;
+    for (int64_t i = 0; i < n; i++) {
+        float y = x[i] * inv_temp;
+        if (y > m)
+            m = y;
+    }
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        float y = x[i] * inv_temp;
+        float e = expf(y - m);
+        out[i] = e;
+        sum += (double)e;
+    }
+    for (int64_t i = 0; i < n; i++)
+        out[i] = (float)((double)out[i] / sum);
+}
+
 /* ---------------------------------------------------------------- tables */
 
 static copse_cpu_kernels tables[COPSE_CPU_LEVEL_COUNT];

@@ -330,7 +330,7 @@ static copse_status mss_node(copse_verify *v, const copse_tree *t, const copse_v
         double px = in_vocab ? (double)v->P[x] / z : 0.0;
         double r = uni(p, u, du, COPSE_VERIFY_DRAW_ACCEPT + (uint32_t)k);
         res->n_tries++;
-        if (r < px / qx) {
+        if (r < px / (p->fault == COPSE_VERIFY_FAULT_IGNORE_Q ? 1.0 : qx)) {
             if (qk >= 0)
                 clear_q(v, t, c, qk);
             clear_p(v, d);
@@ -364,7 +364,7 @@ static copse_status mss_node(copse_verify *v, const copse_tree *t, const copse_v
     /* Every try failed: draw from the residual over p's support (ids
      * ascending, so the same inverse-CDF walk as everywhere). */
     for (int32_t i = 0; i < d->n; i++)
-        v->w[i] = v->P[d->ids[i]];
+        v->w[i] = p->fault == COPSE_VERIFY_FAULT_NO_RESIDUAL ? d->p[i] : v->P[d->ids[i]];
     clear_p(v, d);
     return copse__sampling_sample(v->w, d->ids, d->n, uni(p, u, du, COPSE_VERIFY_DRAW_SAMPLE), next);
 }

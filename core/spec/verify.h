@@ -88,6 +88,13 @@
 
 /* ---------------------------------------------------------------- parameters */
 
+/* Deliberately wrong verifiers (tests only, see copse_verify_params). */
+typedef enum copse_verify_fault {
+    COPSE_VERIFY_FAULT_NONE = 0,
+    COPSE_VERIFY_FAULT_NO_RESIDUAL, /* after every try failed, draw from p, not the residual */
+    COPSE_VERIFY_FAULT_IGNORE_Q,    /* accept with min(1, p(x)) even when q is real */
+} copse_verify_fault;
+
 /* Called once per emitted token in emission order until it returns true
  * (e.g. a stop string completed by this token): the token is kept and
  * nothing after it is emitted. index counts tokens emitted this call. */
@@ -109,6 +116,9 @@ typedef struct copse_verify_params {
     copse_verify_stop_cb stop_cb; /* may be NULL */
     void *stop_ud;
     int32_t max_tokens; /* most tokens to emit in this call, >= 1 */
+    /* For tests only: a deliberately wrong verifier, so that distribution
+     * tests can show they have power. Never set outside tests. */
+    copse_verify_fault fault;
 } copse_verify_params;
 
 /* Defaults as code: default sampling, key (0, 0), no history, no stops,

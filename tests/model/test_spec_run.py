@@ -3,7 +3,7 @@
 sequence) is lossless at temperature 0.
 
 For every prompt, `copse run --temp 0 -n 64 -p P --draft ngram` and
-`--draft suffix` must print byte-identical standard output to the plain
+`--draft suffix` (full node budget every step: --no-adaptive) must print byte-identical standard output to the plain
 `copse run --temp 0 -n 64 -p P`. On the repetitive prompts the drafters
 must also have had something accepted (the acceptance stats line on
 standard error: "copse: draft NAME: steps S, proposed P, accepted A ...").
@@ -62,7 +62,7 @@ def main():
         if plain.returncode != 0:
             continue
         for draft in ("ngram", "suffix"):
-            spec = run("--temp", 0, "-n", 64, "-p", prompt, "--draft", draft)
+            spec = run("--temp", 0, "-n", 64, "-p", prompt, "--draft", draft, "--no-speedup", "--no-adaptive")
             err = spec.stderr.decode(errors="replace")
             check(spec.returncode == 0, f"prompt {i}: --draft {draft} exits 0 ({err[-300:]!r})")
             same = spec.stdout == plain.stdout

@@ -6,7 +6,8 @@
  *    plain greedy output (computed here with the forward pass directly,
  *    not through the engine) bit for bit, for 128 new tokens, with every
  *    drafter alone and merged, one request at a time and in batches of 8
- *    mixed-length requests; plain requests through the engine too.
+ *    mixed-length requests (the adaptive budget on; alone with the full
+ *    budget every step); plain requests through the engine too.
  * 2. KV correctness: after many steps with rejections, every running
  *    request's cache equals the cache built by plain prefill of the same
  *    committed tokens (exactly: the CPU backend is batch-invariant).
@@ -110,9 +111,10 @@ static void plain_greedy(copse_forward *f, const prompt *p, copse_token *out, in
 
 static const char *const specs[] = {"ngram", "suffix"};
 
-static copse_engine *make_engine(copse_forward *f, int32_t max_running, int32_t step_tokens)
+static copse_engine *make_engine(copse_forward *f, int32_t max_running, int32_t step_tokens, bool adaptive)
 {
     copse_engine_params ep = copse__engine_default_params();
+    ep.adaptive = adaptive;
     ep.max_running = max_running;
     ep.step_tokens = step_tokens;
     ep.drafters = specs;
@@ -181,8 +183,8 @@ static void run_batch(copse_engine *e, int first, int n, uint32_t mask, outbuf *
 
 static void test_lossless_greedy(copse_forward *f)
 {
-    copse_engine *e1 = make_engine(f, 1, 512);
-    copse_engine *e8 = make_engine(f, 8, 512);
+    copse_engine *e1 = make_engine(f, 1, 512, false);
+    copse_engine *e8 = make_engine(f, 8, 512, true);
     static const uint32_t masks[] = {0, 1, 2, 3};
     static const char *const names[] = {"plain", "ngram", "suffix", "ngram+suffix"};
     outbuf out[8];
@@ -269,7 +271,7 @@ static void check_kv_equal(copse_engine *e, copse_forward *f, uint64_t id, int *
 
 static void test_kv_correct(copse_forward *f)
 {
-    copse_engine *e = make_engine(f, 8, 512);
+    copse_engine *e = make_engine(f, 8, 512, false);
     uint64_t ids[8];
     for (int i = 0; i < 8; i++) {
         copse_request_params rp = copse__request_default_params();
@@ -328,7 +330,7 @@ static void test_small_kv(void)
     uint64_t per_token = 2ull * hp->n_layer * hp->n_head_kv * hp->head_dim * sizeof(float);
     copse__forward_destroy(probe);
     copse_forward *f = make_forward(8, per_token * 16 * 20); /* 20 blocks of 16 tokens */
-    copse_engine *e = make_engine(f, 8, 64);
+    copse_engine *e = make_engine(f, 8, 64, true);
     outbuf out[8];
     uint64_t proposed = 0, accepted = 0;
     run_batch(e, 0, 8, 3, out, &proposed, &accepted);
@@ -369,7 +371,7 @@ static void test_bad_input(copse_forward *f)
     ep.max_running = 100000;
     CHECK_STATUS(copse__engine_create(f, &ep, &e, err, sizeof err), COPSE_EINVAL);
 
-    e = make_engine(f, 2, 128);
+    e = make_engine(f, 2, 128, true);
     ep.max_waiting = 2;
     copse_request_params rp = copse__request_default_params();
     uint64_t id;

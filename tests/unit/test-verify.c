@@ -18,6 +18,7 @@
  * hundreds to tens of thousands against those thresholds.
  */
 #include "test.h"
+#include "stats.h"
 
 #include <stdbool.h>
 
@@ -415,36 +416,6 @@ static void fill_logits(const world *w, const copse_tree *t, const copse_token *
         CHECK(d <= 2);
         memcpy(logits + (size_t)r * V, src, V * sizeof *src);
     }
-}
-
-/* Wilson–Hilferty upper quantile of chi-square(df) at z standard deviations. */
-static double chi2_crit(int df)
-{
-    const double z = 4.753; /* one-sided 1e-6 */
-    double a = 2.0 / (9.0 * df);
-    double c = 1.0 - a + z * sqrt(a);
-    return df * c * c * c;
-}
-
-/* Chi-square statistic of counts against probabilities; a count in a cell
- * of probability 0 gives +inf. *df receives the degrees of freedom. */
-static double chi2(const long *obs, const double *prob, int cells, long n, int *df)
-{
-    double s = 0.0;
-    int k = 0;
-    *df = cells - 1;
-    for (int i = 0; i < cells; i++) {
-        double e = prob[i] * (double)n;
-        if (prob[i] <= 0.0) {
-            if (obs[i] > 0)
-                return INFINITY;
-            continue;
-        }
-        s += ((double)obs[i] - e) * ((double)obs[i] - e) / e;
-        k++;
-    }
-    *df = k - 1;
-    return s;
 }
 
 /* Deliberately wrong verifiers, first token only. */

@@ -1,0 +1,203 @@
+/*
+ * gpu-common.cuh — shared declarations of the CUDA backend (internal), also
+ * compiled as the HIP backend.
+ *
+ * The same .cu sources build two backends: with nvcc as "cuda" (sm_80,
+ * sm_90) and, with COPSE_GPU_HIP defined, with hipcc as "hip" through
+ * backends/hip/hip-vendor.h, which maps the cuda* names. Everything lives in
+ * namespace COPSE_GPU_NS (copse_cuda / copse_hip) so both can be linked into
+ * one library; the one exported symbol is COPSE_GPU_REG_FN.
+ *
+ * Warp size: every warp reduction uses COPSE_WARP (32 on CUDA, 64 on the
+ * wave64 AMD targets) through gpu_shfl_xor / gpu_shfl; no kernel hard-codes
+ * a lane count or a 32-bit lane mask outside this header.
+ *
+ * Errors: every runtime call is checked. gpu_check() maps a cudaError_t to
+ * a copse_status (out of memory -> COPSE_ENOMEM, no device / no driver /
+ * no kernel image -> COPSE_ENODEV, anything else -> COPSE_EIO) and prints
+ * one line naming the backend, the op and the call, e.g.
+ *   copse cuda: matmul: kernel launch failed: too many resources requested
+ * A sticky error (illegal address, failed kernel) leaves the CUDA context
+ * unusable: the device is marked broken and every later call on it returns
+ * COPSE_EIO with a message saying so, instead of running on corrupt state.
+ *
+ * Threading: as backend-impl.h says; the device's allocator cache and
+ * staging buffer are guarded by a mutex, a queue is used by one thread at a
+ * time.
+ */
+#ifndef COPSE_GPU_COMMON_CUH
+#define COPSE_GPU_COMMON_CUH
+
+#if defined(COPSE_GPU_HIP)
+#include "../hip/hip-vendor.h"
+#else
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#define COPSE_WARP 32
+#define COPSE_GPU_NAME "cuda"
+#define COPSE_GPU_NS copse_cuda
+#define COPSE_GPU_REG_FN copse_backend_cuda_reg
+#define gpu_shfl_xor(v, o) __shfl_xor_sync(0xffffffffu, (v), (o), COPSE_WARP)
+#define gpu_shfl(v, src) __shfl_sync(0xffffffffu, (v), (src), COPSE_WARP)
+#endif
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <mutex>
+#include <vector>
+
+extern "C" {
+#include "../backend-impl.h"
+#include "quant.h"
+}
+
+extern "C" copse_backend_reg *COPSE_GPU_REG_FN(void);
+
+namespace COPSE_GPU_NS {
+
+/* ---------------------------------------------------------------- device, buffers */
+
+struct cached_block {
+    void *ptr;
+    size_t size;
+};
+
+struct gpu_device {
+    copse_backend_dev dev; /* dev.ctx points here */
+    int id;
+    char name[128];
+    char arch[64]; /* "sm_90", "gfx90a:sramecc+:xnack-" */
+    int cc_major, cc_minor, sm_count, warp_size;
+    size_t total_mem;
+    bool broken; /* a sticky error happened; the context is unusable */
+
+    std::mutex mu;                     /* guards everything below */
+    std::vector<cached_block> cache;   /* freed device blocks kept for reuse */
+    size_t cache_bytes, cache_limit;
+    unsigned char *staging;            /* pinned host memory for upload/download */
+    size_t staging_size;
+};
+
+struct gpu_buffer {
+    copse_backend_buffer base; /* base.ctx points here */
+    void *dptr;
+    size_t cap; /* bytes actually allocated (rounded) */
+};
+
+/* ---------------------------------------------------------------- queue */
+
+struct gpu_queue {
+    copse_backend_queue base; /* base.ctx points here */
+    gpu_device *gd;
+    cudaStream_t stream;
+    /* Per-op metadata (ids, positions, block tables, masks): a bump arena of
+     * pinned host memory mirrored in device memory. Pushed bytes are copied
+     * asynchronously on the queue's stream, so the host side is reused only
+     * after the stream has drained (meta_reset at synchronize, or when full). */
+    unsigned char *meta_host, *meta_dev;
+    size_t meta_cap, meta_off;
+    /* last push, for reuse when an op sends the same array again (rope's
+     * positions for every layer, the attention tables for every layer) */
+    size_t last_off[4], last_n[4];
+    /* argmax results: device and pinned host rows */
+    int32_t *am_dev, *am_host;
+    size_t am_cap;
+};
+
+/* What kind of metadata a push holds (slots of last_off / last_n). */
+enum meta_kind { META_IDS = 0, META_POS, META_SLOTS, META_ATTN, META_ANY };
+
+/* ---------------------------------------------------------------- helpers (gpu-backend.cu) */
+
+/* A status for err, with one message line naming op and call (none for
+ * cudaSuccess). Marks the device broken after a sticky error. */
+copse_status gpu_check(gpu_device *gd, cudaError_t err, const char *op, const char *call);
+/* After a kernel launch: the launch error, if any. */
+copse_status gpu_launch_check(gpu_queue *q, const char *op);
+/* Make the queue's device current; COPSE_EIO if it is broken. */
+copse_status gpu_enter(gpu_queue *q, const char *op);
+/* Copy n host bytes to the device through the queue's metadata arena; *dev
+ * receives the device address (256-byte aligned). kind != META_ANY reuses
+ * the previous push of that kind when the bytes are the same. */
+copse_status gpu_meta_push(gpu_queue *q, meta_kind kind, const void *src, size_t n, const void **dev, const char *op);
+
+/* Device address of a tensor's first row. */
+static inline unsigned char *tdev(const copse_tensor *t)
+{
+    return (unsigned char *)((gpu_buffer *)t->buf->ctx)->dptr + t->offset;
+}
+
+/* ---------------------------------------------------------------- ops (one file each) */
+
+copse_status op_embed(copse_backend_queue *q, const copse_tensor *table, const int32_t *ids, int32_t n,
+                      const copse_tensor *out);
+copse_status op_rms_norm(copse_backend_queue *q, const copse_tensor *x, const copse_tensor *w, float eps,
+                         const copse_tensor *out);
+copse_status op_rope(copse_backend_queue *q, const copse_tensor *x, const int32_t *pos, const copse_rope_params *p);
+copse_status op_add(copse_backend_queue *q, const copse_tensor *a, const copse_tensor *b, const copse_tensor *out);
+copse_status op_swiglu(copse_backend_queue *q, const copse_tensor *gate, const copse_tensor *up,
+                       const copse_tensor *out);
+copse_status op_matmul(copse_backend_queue *q, const copse_tensor *w, const copse_tensor *x, const copse_tensor *out);
+copse_status op_kv_store(copse_backend_queue *q, const copse_tensor *k, const copse_tensor *v, const int32_t *slots,
+                         int32_t n, const copse_tensor *k_pool, const copse_tensor *v_pool);
+copse_status op_attention(copse_backend_queue *q, const copse_tensor *qry, const copse_tensor *k_pool,
+                          const copse_tensor *v_pool, const copse_attn_batch *b, const copse_tensor *out);
+copse_status op_kv_commit(copse_backend_queue *q, const copse_tensor *const *pools, int32_t n_pools,
+                          const copse_slot_move *moves, int32_t n_moves);
+copse_status op_argmax(copse_backend_queue *q, const copse_tensor *logits, int32_t *argmax);
+copse_status op_softmax(copse_backend_queue *q, const copse_tensor *logits, float inv_temp, const copse_tensor *out);
+
+/* A kernel whose attributes tell whether the binary holds code for the
+ * device (ops.cu). */
+void *probe_kernel(void);
+
+/* ---------------------------------------------------------------- device code helpers */
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+static __device__ __forceinline__ float warp_sum(float v)
+{
+    for (int o = COPSE_WARP / 2; o > 0; o /= 2)
+        v += gpu_shfl_xor(v, o);
+    return v;
+}
+
+static __device__ __forceinline__ double warp_sum_d(double v)
+{
+    for (int o = COPSE_WARP / 2; o > 0; o /= 2)
+        v += gpu_shfl_xor(v, o);
+    return v;
+}
+
+static __device__ __forceinline__ float warp_max(float v)
+{
+    for (int o = COPSE_WARP / 2; o > 0; o /= 2)
+        v = fmaxf(v, gpu_shfl_xor(v, o));
+    return v;
+}
+
+/* Little-endian fields at any alignment. */
+static __device__ __forceinline__ uint32_t ld_u16(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8;
+}
+
+static __device__ __forceinline__ uint32_t ld_u32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static __device__ __forceinline__ float ld_fp16(const unsigned char *p)
+{
+    return __half2float(__ushort_as_half((unsigned short)ld_u16(p)));
+}
+
+static __device__ __forceinline__ float bf16_to_f32(uint32_t h)
+{
+    return __uint_as_float(h << 16);
+}
+#endif
+
+} // namespace COPSE_GPU_NS
+
+#endif /* COPSE_GPU_COMMON_CUH */
