@@ -37,12 +37,13 @@ fi
 # ---------------------------------------------------------------- Python tools (tests only)
 # numpy + gguf: the NumPy forward pass and dequantization references;
 # tokenizers: the tokenizer reference (tests/model/reftok.py explains why not
-# transformers' GGUF loader); jinja2: the chat-template reference.
+# transformers' GGUF loader); jinja2: the chat-template reference; openai +
+# httpx: a real client for the server tests (tests/server/).
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check \
-    "numpy>=1.26" "gguf>=0.17" "tokenizers>=0.20" "jinja2>=3.1"
+    "numpy>=1.26" "gguf>=0.17" "tokenizers>=0.20" "jinja2>=3.1" "openai>=1.0" "httpx>=0.25"
 
 # ---------------------------------------------------------------- build
 if [ ! -f build/build.ninja ]; then

@@ -57,12 +57,15 @@ if command -v clang >/dev/null; then
             -Db_sanitize=address,undefined -Db_lundef=false -Dcuda=disabled -Dhip=disabled >/dev/null
     fi
     # only the fuzz targets and the seed writer: the rest is covered by the builds above
-    if ninja -C build-fuzz tests/fuzz-gguf tests/fuzz-tokenizer tests/test-gguf >/dev/null; then
+    if ninja -C build-fuzz tests/fuzz-gguf tests/fuzz-tokenizer tests/fuzz-server tests/test-gguf >/dev/null; then
         seeds=build-fuzz/seeds
-        rm -rf "$seeds"; mkdir -p "$seeds/gguf" "$seeds/tokenizer"
+        rm -rf "$seeds"; mkdir -p "$seeds/gguf" "$seeds/tokenizer" "$seeds/server"
         COPSE_GGUF_SEED_DIR="$PWD/$seeds/gguf" ./build-fuzz/tests/test-gguf >/dev/null 2>&1 || true
         printf 'Hello, world! 123 <|im_start|>user\n\xf0\x9f\x8e\x89 caf\xc3\xa9' > "$seeds/tokenizer/seed1"
-        for f in gguf tokenizer; do
+        # server: the first byte picks the piece size, then pipelined requests
+        printf '\x03POST /v1/completions HTTP/1.1\r\nContent-Length: 88\r\n\r\n{"prompt": "Hi", "max_tokens": 4, "stop": ["a"], "speculative": {"drafters": ["ngram"]}}GET /health HTTP/1.1\r\n\r\n' > "$seeds/server/seed1"
+        printf '\x07POST /v1/chat/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n30\r\n{"messages": [{"role": "user", "content": "x"}]}\r\n0\r\n\r\n' > "$seeds/server/seed2"
+        for f in gguf tokenizer server; do
             corpus=build-fuzz/corpus-$f
             mkdir -p "$corpus"
             echo "fuzz-$f: ${fuzz_seconds}s" >&2
@@ -82,7 +85,7 @@ if command -v clang >/dev/null; then
     fi
 else
     echo "fuzz: skipped (no clang)"
-    skipped=$((skipped + 2))
+    skipped=$((skipped + 3))
 fi
 
 echo "$passed passed, $failed failed, $skipped skipped"

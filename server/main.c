@@ -18,6 +18,7 @@ static const struct {
     {"info", copse__cmd_info, "show a model's metadata, tensors, vocabulary, chat template; or devices"},
     {"tokenize", copse__cmd_tokenize, "print the token ids of a text"},
     {"detokenize", copse__cmd_detokenize, "print the text of token ids"},
+    {"serve", copse__cmd_serve, "serve the OpenAI-compatible API on a Unix socket"},
 };
 
 static void usage(FILE *f)
