@@ -26,6 +26,7 @@ typedef struct serve_opts {
     const char *model;
     const char *drafters[COPSE_ENGINE_MAX_DRAFTERS];
     int n_drafters;
+    int no_draft; /* --no-draft: plain decoding only */
     const char *socket;
     unsigned socket_mode;
     const char *listen;
@@ -47,7 +48,8 @@ static void usage(FILE *f)
             "  -m, --model FILE        GGUF model (llama family)\n"
             "      --draft SPEC        a drafter requests may use (repeatable): ngram, suffix,\n"
             "                          layerskip:N, model:FILE; all are used unless a request's\n"
-            "                          \"speculative\" object says otherwise\n"
+            "                          \"speculative\" object says otherwise (default: ngram and suffix)\n"
+            "      --no-draft          no speculative decoding\n"
             "      --socket PATH       Unix socket (default $XDG_RUNTIME_DIR/copse.sock, else ./copse.sock)\n"
             "      --socket-mode MODE  its permissions, octal (default 0600)\n"
             "      --listen ADDR:PORT  also listen on TCP, e.g. 127.0.0.1:8080\n"
@@ -147,6 +149,8 @@ static int parse_args(int argc, char **argv, serve_opts *o, char *default_socket
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
             NEEDS_VALUE_();
             o->model = v;
+        } else if (!strcmp(a, "--no-draft")) {
+            o->no_draft = 1;
         } else if (!strcmp(a, "--draft")) {
             NEEDS_VALUE_();
             if (o->n_drafters == COPSE_ENGINE_MAX_DRAFTERS) {
@@ -228,6 +232,14 @@ static int parse_args(int argc, char **argv, serve_opts *o, char *default_socket
     if (!o->model) {
         fprintf(stderr, "copse serve: no model given (-m MODEL)\n");
         return -1;
+    }
+    if (o->no_draft && o->n_drafters) {
+        fprintf(stderr, "copse serve: --no-draft and --draft exclude each other\n");
+        return -1;
+    }
+    if (!o->no_draft && !o->n_drafters) { /* speculation is on by default, model-free */
+        o->drafters[o->n_drafters++] = "ngram";
+        o->drafters[o->n_drafters++] = "suffix";
     }
     if (!o->socket) {
         const char *dir = getenv("XDG_RUNTIME_DIR");
