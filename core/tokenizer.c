@@ -737,3 +737,12 @@ done:
     free(sc.buf);
     return st;
 }
+
+int32_t copse__tokenizer_eog_list(const copse_tokenizer *tok, copse_token *out, int32_t cap)
+{
+    int32_t n = 0, nv = copse__tokenizer_n_vocab(tok);
+    for (copse_token t = 0; t < nv && n < cap; t++)
+        if (copse__tokenizer_is_eog(tok, t))
+            out[n++] = t;
+    return n;
+}

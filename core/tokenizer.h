@@ -61,6 +61,9 @@ bool copse__tokenizer_add_eos(const copse_tokenizer *tok);
 copse_token_kind copse__tokenizer_kind(const copse_tokenizer *tok, copse_token id);
 /* True for tokens that end generation (EOS, EOT, and control tokens the model marks so). */
 bool copse__tokenizer_is_eog(const copse_tokenizer *tok, copse_token id);
+/* The end-of-generation tokens in id order, at most cap of them; returns
+ * how many were written. */
+int32_t copse__tokenizer_eog_list(const copse_tokenizer *tok, copse_token *out, int32_t cap);
 
 /* The stored piece of a token (as in the vocabulary: "Ġthe", "▁the", "<0x0A>").
  * id must be in range. */

@@ -162,15 +162,6 @@ static int run_one(copse_engine *e, const copse_token *ids, int32_t n, int n_new
     return 0;
 }
 
-static int32_t eog_list(const copse_tokenizer *tok, copse_token *out, int32_t cap)
-{
-    int32_t n = 0, nv = copse__tokenizer_n_vocab(tok);
-    for (copse_token t = 0; t < nv && n < cap; t++)
-        if (copse__tokenizer_is_eog(tok, t))
-            out[n++] = t;
-    return n;
-}
-
 int copse__cmd_bench_spec(int argc, char **argv)
 {
     const char *model = NULL, *workload = NULL;
@@ -276,7 +267,7 @@ int copse__cmd_bench_spec(int argc, char **argv)
     ep.adaptive = adaptive;
     ep.n_threads = threads;
     ep.eos = eos;
-    ep.n_eos = eog_list(tok, eos, 64);
+    ep.n_eos = copse__tokenizer_eog_list(tok, eos, 64);
     char note[256];
     if (copse__forward_create(g, cpu->iface.dev_get(cpu, 0), &fp, &f, err, sizeof err) != COPSE_OK) {
         fprintf(stderr, "copse bench spec: %s\n", err);

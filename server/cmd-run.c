@@ -260,16 +260,6 @@ static void prefault(const copse_gguf *g)
     (void)sum;
 }
 
-/* The tokenizer's end-of-generation tokens (at most cap). */
-static int32_t eog_tokens(const copse_tokenizer *tok, copse_token *out, int32_t cap)
-{
-    int32_t n = 0, nv = copse__tokenizer_n_vocab(tok);
-    for (copse_token t = 0; t < nv && n < cap; t++)
-        if (copse__tokenizer_is_eog(tok, t))
-            out[n++] = t;
-    return n;
-}
-
 static int session_open(session *s, const run_opts *o)
 {
     memset(s, 0, sizeof *s);
@@ -326,7 +316,7 @@ static int session_open(session *s, const run_opts *o)
     ep.n_threads = o->threads;
     ep.adaptive = !o->fixed_budget;
     ep.eos = eos;
-    ep.n_eos = eog_tokens(s->tok, eos, 64);
+    ep.n_eos = copse__tokenizer_eog_list(s->tok, eos, 64);
     if (copse__engine_create(s->fwd, &ep, &s->eng, err, sizeof err) != COPSE_OK) {
         fprintf(stderr, "copse run: %s\n", err);
         return -1;

@@ -335,10 +335,7 @@ int copse__cmd_serve(int argc, char **argv)
     /* the end-of-generation set */
     const int32_t n_vocab = copse__tokenizer_n_vocab(tok);
     eos = malloc(sizeof *eos * 64);
-    int32_t n_eos = 0;
-    for (copse_token t = 0; eos && t < n_vocab && n_eos < 64; t++)
-        if (copse__tokenizer_is_eog(tok, t))
-            eos[n_eos++] = t;
+    int32_t n_eos = eos ? copse__tokenizer_eog_list(tok, eos, 64) : 0;
     copse_engine_params ep = copse__engine_default_params();
     ep.max_running = o.max_batch;
     ep.max_waiting = o.max_queue;
