@@ -60,7 +60,9 @@ static void usage(FILE *f)
             "  -t, --threads N         CPU threads (default: all cores)\n"
             "  -c, --ctx N             context length (default: 4096 or the model's, if smaller)\n"
             "      --no-bos            do not add BOS even if the model asks for it\n"
-            "      --draft SPEC        speculative decoding with a drafter: ngram, suffix\n"
+            "      --draft SPEC        speculative decoding with a drafter: ngram, suffix,\n"
+            "                          layerskip:N (the model's first N layers), model:FILE (a small\n"
+            "                          GGUF with the same vocabulary, e.g. from 'copse slice')\n"
             "                          (default: none); acceptance stats go to standard error\n");
 }
 
@@ -289,6 +291,8 @@ static int session_open(session *s, const run_opts *o)
         copse_spec_params sp = copse__spec_default_params();
         sp.sampling = o->sp;
         sp.max_len = s->ctx;
+        sp.target_gguf = g;
+        sp.n_threads = o->threads;
         if (copse__spec_create(s->fwd, s->seq, o->draft, &sp, &s->spec, err, sizeof err) != COPSE_OK) {
             fprintf(stderr, "copse run: --draft %s: %s\n", o->draft, err);
             return -1;

@@ -11,5 +11,6 @@ int copse__cmd_detokenize(int argc, char **argv);
 int copse__cmd_run(int argc, char **argv);
 int copse__cmd_bench(int argc, char **argv);
 int copse__cmd_random_model(int argc, char **argv);
+int copse__cmd_slice(int argc, char **argv);
 
 #endif
