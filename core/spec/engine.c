@@ -294,3 +294,8 @@ const char *copse__spec_drafter_name(const copse_spec_engine *e)
 {
     return e->drafter->name;
 }
+
+copse_drafter *copse__spec_drafter(const copse_spec_engine *e)
+{
+    return e->drafter;
+}

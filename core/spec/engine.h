@@ -83,5 +83,7 @@ copse_token copse__spec_pending(const copse_spec_engine *e);
 
 copse_spec_stats copse__spec_stats(const copse_spec_engine *e);
 const char *copse__spec_drafter_name(const copse_spec_engine *e);
+/* The drafter the stepper drives (owned by it; for tests). */
+copse_drafter *copse__spec_drafter(const copse_spec_engine *e);
 
 #endif /* COPSE_SPEC_ENGINE_H */
