@@ -99,7 +99,18 @@ typedef struct copse_rope_params {
  * (k <= j: prefill, decode, chains); otherwise mask[s] holds n_new[s] rows of
  * ceil(n_new[s] / 64) words, bit k of row j set iff node k is an ancestor of
  * node j or j itself. Positions map to cache slots through the sequence's
- * block table: slot = table[pos / block_size] * block_size + pos % block_size. */
+ * block table: slot = table[pos / block_size] * block_size + pos % block_size.
+ *
+ * Appending to scratch (drafting a tree level by level): when base is not
+ * NULL, sequence s already has base[s] scratch entries at positions
+ * committed[s] + k, k < base[s], written by earlier calls, and its new
+ * tokens' entries are at committed[s] + base[s] + j. Scratch entry k is then
+ * "new entry" k for visibility: token j of sequence s sees the committed
+ * prefix and the entries k < base[s] + n_new[s] with mask bit (j, k) set;
+ * mask rows have ceil((base[s] + n_new[s]) / 64) words; NULL mask means k <=
+ * base[s] + j. base == NULL (all zero) is exactly the behaviour above. Only
+ * queues whose interface sets attention_scratch_base accept a non-NULL base;
+ * the core does not pass one to others. */
 typedef struct copse_attn_batch {
     int32_t n_seqs;
     int32_t n_tokens;
@@ -109,6 +120,7 @@ typedef struct copse_attn_batch {
     const int32_t *committed;      /* [n_seqs] */
     const int32_t *const *tables;  /* [n_seqs] block tables */
     const uint64_t *const *mask;   /* [n_seqs], entries may be NULL (causal) */
+    const int32_t *base;           /* [n_seqs] scratch entries before the new ones, or NULL (all 0) */
     int32_t n_heads;
     int32_t n_kv_heads;            /* n_heads % n_kv_heads == 0 (grouped-query) */
     int32_t head_dim;
@@ -176,6 +188,9 @@ typedef struct copse_backend_queue_i {
      * (optional: NULL means the core computes it on the host) */
     copse_status (*softmax)(copse_backend_queue *q, const copse_tensor *logits, float inv_temp,
                             const copse_tensor *out);
+
+    /* Capabilities (optional: false when left out of the initializer). */
+    bool attention_scratch_base; /* attention honors copse_attn_batch.base */
 } copse_backend_queue_i;
 
 struct copse_backend_queue {

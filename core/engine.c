@@ -44,6 +44,7 @@ typedef struct req {
     int32_t committed;      /* KV length while running */
     uint32_t live;          /* drafters with a live sequence for it */
     int32_t budget, depth;
+    int32_t budget_now, depth_now; /* this step's tree limits */
     float acc_ema;          /* recent accepted nodes per speculative step */
     int32_t paused;         /* steps since speculation paused (adaptive) */
     uint64_t admitted;      /* admission order (the youngest is preempted first) */
@@ -92,6 +93,12 @@ struct copse_engine {
     copse_tree **dtrees;    /* [max_running * n_drafters] */
     copse_tree **mtrees;    /* [max_running] merged */
     copse_verify *verify;
+
+    /* a drafter's batched propose, [max_running] */
+    req **pb_req;
+    int32_t *pb_seq, *pb_nctx, *pb_budget, *pb_depth;
+    const copse_token **pb_ctx;
+    copse_tree **pb_tree;
 
     /* batch, [step_tokens] rows */
     copse_token *tokens;
@@ -222,6 +229,13 @@ void copse__engine_destroy(copse_engine *e)
     free(e->rows);
     free(e->moves);
     free(e->events);
+    free(e->pb_req);
+    free(e->pb_seq);
+    free(e->pb_nctx);
+    free(e->pb_budget);
+    free(e->pb_depth);
+    free(e->pb_ctx);
+    free(e->pb_tree);
     free(e);
 }
 
@@ -269,6 +283,9 @@ static copse_status create_drafters(copse_engine *e, const char *const *specs, c
         dp.max_nodes = e->cap_nodes;
         dp.max_depth = e->cap_depth;
         dp.bit = 1u << i;
+        dp.target = e->f;
+        dp.target_gguf = e->p.gguf;
+        dp.n_threads = e->p.n_threads;
         if (e->p.max_branch > 0)
             dp.max_branch = e->p.max_branch;
         copse_status st = copse__drafter_create(spec, &dp, &e->drafters[i], err, err_size);
@@ -289,12 +306,9 @@ static copse_status create_trees(copse_engine *e)
         return COPSE_ENOMEM;
     int32_t q_total = 0;
     for (int32_t d = 0; d < D; d++) {
-        int64_t q = 0;
-        if (e->drafters[d]->has_q) {
-            q = (int64_t)e->cap_nodes * e->n_vocab;
-            if (q > (1 << 22))
-                q = 1 << 22;
-        }
+        int64_t q = (int64_t)e->cap_nodes * e->drafters[d]->q_per_node;
+        if (q > (1 << 22))
+            q = 1 << 22;
         for (int32_t s = 0; s < R; s++)
             if (copse__tree_create(e->cap_nodes, 8, (int32_t)q, &e->dtrees[s * D + d]) != COPSE_OK)
                 return COPSE_ENOMEM;
@@ -387,9 +401,17 @@ copse_status copse__engine_create(copse_forward *f, const copse_engine_params *p
     e->rows = calloc((size_t)COPSE_TREE_MAX_DEPTH + 2, sizeof *e->rows);
     e->moves = calloc(T, sizeof *e->moves);
     e->events = calloc((size_t)e->cap_events, sizeof *e->events);
+    e->pb_req = calloc(R, sizeof *e->pb_req);
+    e->pb_seq = calloc(R, sizeof *e->pb_seq);
+    e->pb_nctx = calloc(R, sizeof *e->pb_nctx);
+    e->pb_budget = calloc(R, sizeof *e->pb_budget);
+    e->pb_depth = calloc(R, sizeof *e->pb_depth);
+    e->pb_ctx = calloc(R, sizeof *e->pb_ctx);
+    e->pb_tree = calloc(R, sizeof *e->pb_tree);
     if (!e->running || !e->slot_used || !e->ended || !e->to_free || !e->tokens || !e->depth || !e->mask_arena ||
         !e->seqs || !e->first || !e->n_new || !e->masks || !e->logit_rows || !e->logits || !e->lsm || !e->rows ||
-        !e->moves || !e->events) {
+        !e->moves || !e->events || !e->pb_req || !e->pb_seq || !e->pb_nctx || !e->pb_budget || !e->pb_depth ||
+        !e->pb_ctx || !e->pb_tree) {
         copse__engine_destroy(e);
         return copse__errorf(err, err_size, COPSE_ENOMEM, "engine: out of memory");
     }
@@ -617,6 +639,13 @@ static void admit(copse_engine *e)
                 break;
             }
             r->live |= 1u << d;
+            if (dr->iface.seq_sampling && (st = dr->iface.seq_sampling(dr, seq, &r->p.sampling)) != COPSE_OK) {
+                char msg[160];
+                snprintf(msg, sizeof msg, "drafter %s: bad sampling parameters: %s", e->specs[d], copse_strerror(st));
+                fail(r, st, msg);
+                end_now(e, r, COPSE_FINISH_ERROR);
+                break;
+            }
         }
     }
 }
@@ -641,43 +670,84 @@ static void preempt_youngest(copse_engine *e)
 
 /* ---------------------------------------------------------------- building the batch */
 
-/* Propose and merge the request's tree into mtrees[slot] (empty when the
- * request does not speculate). budget: nodes allowed this step. */
-static copse_status propose(copse_engine *e, req *r, int32_t budget, char *err, size_t err_size)
+/* Draft for every decoding request that speculates this step (r->budget_now
+ * > 0 and r->depth_now > 0): each drafter proposes for all its requests at
+ * once (propose_batch when it has one, so a model drafter runs one draft
+ * forward per tree level for all of them), then each request's trees merge
+ * under its budget into mtrees[slot]. A request whose drafting fails ends
+ * with an error (finish set); the others go on. */
+static void draft_all(copse_engine *e)
 {
-    copse_tree *mt = e->mtrees[r->slot];
-    const copse_token root = r->hist[r->n_hist - 1];
-    int32_t remaining = r->max_len - r->n_hist; /* tokens still allowed after the pending one */
-    int32_t depth = r->depth < remaining ? r->depth : remaining;
-    if (!r->p.drafters || budget < 1 || depth < 1) {
-        copse__tree_reset(mt, root);
-        return COPSE_OK;
-    }
-    const copse_tree *in[COPSE_ENGINE_MAX_DRAFTERS];
-    int32_t n_in = 0;
     for (int32_t d = 0; d < e->n_drafters; d++) {
-        if (!(r->p.drafters & (1u << d)))
-            continue;
-        copse_tree *t = e->dtrees[r->slot * e->n_drafters + d];
         copse_drafter *dr = e->drafters[d];
+        int32_t n = 0;
+        for (int32_t i = 0; i < e->n_running; i++) {
+            req *r = e->running[i];
+            if (r->kind != 1 || r->budget_now < 1 || r->depth_now < 1 || !(r->p.drafters & (1u << d)) ||
+                r->finish != COPSE_FINISH_NONE)
+                continue;
+            e->pb_req[n] = r;
+            e->pb_seq[n] = r->seq;
+            e->pb_ctx[n] = r->hist;
+            e->pb_nctx[n] = r->n_hist;
+            e->pb_budget[n] = r->budget_now;
+            e->pb_depth[n] = r->depth_now;
+            e->pb_tree[n] = e->dtrees[r->slot * e->n_drafters + d];
+            n++;
+        }
+        if (!n)
+            continue;
         double t0 = now_s();
-        copse_status st = dr->iface.propose(dr, r->seq, r->hist, r->n_hist, budget, depth, t);
+        copse_status st = COPSE_OK;
+        if (dr->iface.propose_batch && n > 1) {
+            st = dr->iface.propose_batch(dr, n, e->pb_seq, e->pb_ctx, e->pb_nctx, e->pb_budget, e->pb_depth,
+                                         e->pb_tree);
+            if (st != COPSE_OK) /* retry one by one so only the failing request ends */
+                for (int32_t k = 0; k < n; k++)
+                    copse__tree_reset(e->pb_tree[k], e->pb_ctx[k][e->pb_nctx[k] - 1]);
+        }
+        if (!dr->iface.propose_batch || n == 1 || st != COPSE_OK)
+            for (int32_t k = 0; k < n; k++) {
+                copse_status sk = dr->iface.propose(dr, e->pb_seq[k], e->pb_ctx[k], e->pb_nctx[k], e->pb_budget[k],
+                                                    e->pb_depth[k], e->pb_tree[k]);
+                if (sk != COPSE_OK) {
+                    char msg[192];
+                    snprintf(msg, sizeof msg, "drafter %s: propose failed: %s", e->specs[d], copse_strerror(sk));
+                    fail(e->pb_req[k], sk, msg);
+                }
+            }
         double dt = now_s() - t0;
         e->dstats[d].draft_s += dt;
         e->st.draft_s += dt;
-        if (st != COPSE_OK)
-            return copse__errorf(err, err_size, st, "drafter %s: propose failed: %s", e->specs[d], copse_strerror(st));
-        int32_t n = copse__tree_size(t);
-        if (n > 0) {
-            e->dstats[d].steps++;
-            e->dstats[d].proposed += (uint64_t)n;
+        for (int32_t k = 0; k < n; k++) {
+            int32_t m = copse__tree_size(e->pb_tree[k]);
+            if (m > 0 && e->pb_req[k]->finish == COPSE_FINISH_NONE) {
+                e->dstats[d].steps++;
+                e->dstats[d].proposed += (uint64_t)m;
+            }
         }
-        in[n_in++] = t;
     }
-    copse_status st = copse__tree_merge(mt, in, n_in, budget);
-    if (st != COPSE_OK)
-        return copse__errorf(err, err_size, st, "engine: merging the drafters' trees failed: %s", copse_strerror(st));
-    return COPSE_OK;
+    for (int32_t i = 0; i < e->n_running; i++) {
+        req *r = e->running[i];
+        if (r->kind != 1 || r->finish != COPSE_FINISH_NONE)
+            continue;
+        copse_tree *mt = e->mtrees[r->slot];
+        if (r->budget_now < 1 || r->depth_now < 1) {
+            copse__tree_reset(mt, r->hist[r->n_hist - 1]);
+            continue;
+        }
+        const copse_tree *in[COPSE_ENGINE_MAX_DRAFTERS];
+        int32_t n_in = 0;
+        for (int32_t d = 0; d < e->n_drafters; d++)
+            if (r->p.drafters & (1u << d))
+                in[n_in++] = e->dtrees[r->slot * e->n_drafters + d];
+        copse_status st = copse__tree_merge(mt, in, n_in, r->budget_now);
+        if (st != COPSE_OK) {
+            char msg[192];
+            snprintf(msg, sizeof msg, "engine: merging the drafters' trees failed: %s", copse_strerror(st));
+            fail(r, st, msg);
+        }
+    }
 }
 
 /* The adaptive budget: as many nodes as the recent accepted length makes
@@ -732,25 +802,34 @@ static int32_t build(copse_engine *e, int32_t *n_seqs_out, int32_t *n_logits_out
             n_dec++;
     }
     /* decoding requests first: one row each, trees from what is left */
-    int32_t dec_left = n_dec;
+    int32_t dec_left = n_dec, reserved = 0;
     for (int32_t i = 0; i < e->n_running; i++) {
         req *r = e->running[i];
         if (!(r->has_pending && r->committed == r->n_hist - 1))
             continue;
         dec_left--;
-        if (rows + 1 + dec_left > e->step_tokens)
+        if (reserved + 1 + dec_left > e->step_tokens)
             continue; /* no room this step (more decoders than step tokens) */
         int32_t budget = step_budget(e, r);
-        int32_t room_rows = e->step_tokens - rows - 1 - dec_left;
+        int32_t room_rows = e->step_tokens - reserved - 1 - dec_left;
         if (budget > room_rows)
             budget = room_rows;
         int32_t room_ctx = e->max_ctx - r->committed - 1;
         if (budget > room_ctx)
             budget = room_ctx;
-        char msg[192];
-        copse_status st = propose(e, r, budget, msg, sizeof msg);
-        if (st != COPSE_OK) {
-            fail(r, st, msg);
+        int32_t remaining = r->max_len - r->n_hist; /* tokens still allowed after the pending one */
+        r->kind = 1;
+        r->budget_now = r->p.drafters ? budget : 0;
+        r->depth_now = r->depth < remaining ? r->depth : remaining;
+        reserved += 1 + (r->budget_now > 0 ? r->budget_now : 0);
+    }
+    draft_all(e);
+    for (int32_t i = 0; i < e->n_running; i++) {
+        req *r = e->running[i];
+        if (r->kind != 1)
+            continue;
+        if (r->finish != COPSE_FINISH_NONE) {
+            r->kind = 0;
             continue;
         }
         copse_tree *mt = e->mtrees[r->slot];
@@ -762,7 +841,6 @@ static int32_t build(copse_engine *e, int32_t *n_seqs_out, int32_t *n_logits_out
             mask_used += (size_t)n * words;
         }
         copse__tree_flatten(mt, e->tokens + rows, e->depth + rows, mask, NULL);
-        r->kind = 1;
         r->row0 = rows;
         r->n_rows = n;
         r->logit0 = n_logits;

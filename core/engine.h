@@ -62,6 +62,7 @@ typedef struct copse_engine_params {
      * (bit i = drafters[i]). Created once per engine. */
     const char *const *drafters;
     int32_t n_drafters;   /* 0 .. COPSE_ENGINE_MAX_DRAFTERS */
+    const copse_gguf *gguf; /* the target model (required by layerskip:N and model:FILE) */
     int32_t spec_nodes;   /* default node budget per request per step (>= 1). Default 16 */
     int32_t spec_depth;   /* default depth limit (>= 1). Default 8 */
     int32_t max_branch;   /* most children a drafter proposes per node (tree width);

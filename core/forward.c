@@ -176,11 +176,6 @@ const copse_hparams *copse__forward_hparams(const copse_forward *f)
     return &f->hp;
 }
 
-const copse_forward_params *copse__forward_params(const copse_forward *f)
-{
-    return &f->p;
-}
-
 copse_kvcache *copse__forward_kv(copse_forward *f)
 {
     return f->kv;
@@ -449,6 +444,21 @@ static copse_status check_batch(const copse_forward *f, const copse_fwd_batch *b
     for (int32_t i = 0; i < b->n_logits; i++)
         if (b->logit_rows[i] < 0 || b->logit_rows[i] >= b->n_tokens)
             return copse__errorf(err, err_size, COPSE_EINVAL, "logit row %d outside the batch", b->logit_rows[i]);
+    if (b->n_layers > f->hp.n_layer)
+        return copse__errorf(err, err_size, COPSE_EINVAL, "%u layers asked of a model of %u", b->n_layers,
+                             f->hp.n_layer);
+    if (b->head && b->head->f != f)
+        return copse__errorf(err, err_size, COPSE_EINVAL, "the reduced head belongs to another forward");
+    if (b->scratch_base) {
+        for (int32_t s = 0; s < b->n_seqs; s++) {
+            if (b->scratch_base[s] < 0 || b->scratch_base[s] > (1 << 24))
+                return copse__errorf(err, err_size, COPSE_EINVAL, "sequence %d: scratch base %d", s,
+                                     b->scratch_base[s]);
+            if (b->scratch_base[s] > 0 && !f->q->iface.attention_scratch_base)
+                return copse__errorf(err, err_size, COPSE_EUNSUPPORTED,
+                                     "the backend's attention cannot append to scratch (drafting)");
+        }
+    }
     return COPSE_OK;
 }
 
@@ -459,7 +469,8 @@ static copse_status plan_positions(copse_forward *f, const copse_fwd_batch *b, c
     for (int32_t s = 0; s < b->n_seqs; s++) {
         const int32_t seq = b->seq[s];
         copse_kv_copy cow;
-        copse_status st = copse__kvcache_reserve(f->kv, seq, (uint32_t)b->n_new[s], &cow);
+        const int32_t base = b->scratch_base ? b->scratch_base[s] : 0;
+        copse_status st = copse__kvcache_reserve(f->kv, seq, (uint32_t)(base + b->n_new[s]), &cow);
         if (st != COPSE_OK)
             return copse__errorf(err, err_size, st, "KV sequence %d: cannot reserve %d more tokens: %s", seq,
                                  b->n_new[s], st == COPSE_ENOSPACE ? "the KV cache is full" : "context limit reached");
@@ -476,10 +487,11 @@ static copse_status plan_positions(copse_forward *f, const copse_fwd_batch *b, c
         f->masks[s] = b->mask ? b->mask[s] : NULL;
         for (int32_t j = 0; j < b->n_new[s]; j++) {
             const int32_t t = b->first[s] + j;
-            const int32_t depth = b->depth ? b->depth[t] : j;
-            if (depth < 0 || depth > j)
-                return copse__errorf(err, err_size, COPSE_EINVAL, "token %d: depth %d outside [0, %d]", t, depth, j);
-            f->slots[t] = copse__kvcache_slot(f->kv, seq, committed + (uint32_t)j);
+            const int32_t depth = b->depth ? b->depth[t] : base + j;
+            if (depth < 0 || depth > base + j)
+                return copse__errorf(err, err_size, COPSE_EINVAL, "token %d: depth %d outside [0, %d]", t, depth,
+                                     base + j);
+            f->slots[t] = copse__kvcache_slot(f->kv, seq, committed + (uint32_t)(base + j));
             f->pos[t] = (int32_t)committed + depth;
         }
     }
@@ -525,6 +537,7 @@ copse_status copse__forward_run(copse_forward *f, const copse_fwd_batch *b, floa
         .committed = f->committed,
         .tables = f->tables,
         .mask = f->masks,
+        .base = b->scratch_base,
         .n_heads = (int32_t)hp->n_head,
         .n_kv_heads = (int32_t)hp->n_head_kv,
         .head_dim = (int32_t)hp->head_dim,
@@ -538,7 +551,8 @@ copse_status copse__forward_run(copse_forward *f, const copse_fwd_batch *b, floa
     } while (0)
 
     OP_(op->embed(q, &f->tok_embd, b->tokens, b->n_tokens, &x));
-    for (uint32_t l = 0; l < hp->n_layer; l++) {
+    const uint32_t n_layers = b->n_layers ? b->n_layers : hp->n_layer;
+    for (uint32_t l = 0; l < n_layers; l++) {
         const layer_weights *w = &f->layers[l];
         /* attention block */
         OP_(op->rms_norm(q, &x, &w->attn_norm, hp->rms_eps, &h));
@@ -560,13 +574,14 @@ copse_status copse__forward_run(copse_forward *f, const copse_fwd_batch *b, floa
         OP_(op->add(q, &x, &h, &x));
     }
     if (b->n_logits > 0) {
+        const int64_t n_out = b->head ? b->head->n : (int64_t)hp->n_vocab;
         const copse_tensor sel = view(a, f->off_sel, COPSE_Q_F32, d, b->n_logits),
-                           lg = view(a, f->off_logits, COPSE_Q_F32, hp->n_vocab, b->n_logits);
+                           lg = view(a, f->off_logits, COPSE_Q_F32, n_out, b->n_logits);
         OP_(op->embed(q, &x, b->logit_rows, b->n_logits, &sel)); /* gather the wanted rows */
         OP_(op->rms_norm(q, &sel, &f->out_norm, hp->rms_eps, &sel));
-        OP_(op->matmul(q, &f->output, &sel, &lg));
+        OP_(op->matmul(q, b->head ? &b->head->w : &f->output, &sel, &lg));
         OP_(op->synchronize(q));
-        OP_(a->iface.download(a, f->off_logits, logits, (size_t)b->n_logits * hp->n_vocab * sizeof(float)));
+        OP_(a->iface.download(a, f->off_logits, logits, (size_t)b->n_logits * (size_t)n_out * sizeof(float)));
     } else {
         OP_(op->synchronize(q));
     }
@@ -587,22 +602,107 @@ copse_status copse__forward_kv_moves(copse_forward *f, const copse_kv_move *move
     return f->q->iface.synchronize(f->q);
 }
 
-copse_status copse__forward_kv_read(copse_forward *f, int32_t layer, int32_t slot, float *k, float *v)
+/* ---------------------------------------------------------------- drafting helpers */
+
+copse_backend_dev *copse__forward_dev(const copse_forward *f)
 {
-    if (layer < 0 || (uint32_t)layer >= f->hp.n_layer || slot < 0 || slot >= (int32_t)f->k_pool[layer].ne[1])
+    return f->dev;
+}
+
+const copse_forward_params *copse__forward_params(const copse_forward *f)
+{
+    return &f->p;
+}
+
+copse_status copse__forward_head_create(copse_forward *f, const copse_gguf *g, const int32_t *ids, int32_t n,
+                                        copse_fwd_head **out, char *err, size_t err_size)
+{
+    *out = NULL;
+    const copse_hparams *hp = &f->hp;
+    if (n < 1 || (uint32_t)n > hp->n_vocab)
+        return copse__errorf(err, err_size, COPSE_EINVAL, "reduced head of %d rows (vocabulary %u)", n,
+                             hp->n_vocab);
+    const char *name = hp->tied_output ? "token_embd.weight" : "output.weight";
+    const copse_gguf_tensor *t = copse__gguf_find_tensor(g, name);
+    if (!t || t->ne[0] != hp->n_embd || t->ne[1] != hp->n_vocab)
+        return copse__errorf(err, err_size, COPSE_EINVAL, "reduced head: tensor '%s' does not match the forward's model",
+                             name);
+    uint64_t row_bytes = 0;
+    copse__qtype_row_bytes(t->type, t->ne[0], &row_bytes);
+    copse_fwd_head *h = calloc(1, sizeof *h);
+    int32_t *own = malloc(sizeof *own * (size_t)n);
+    uint8_t *rows = malloc((size_t)row_bytes * (size_t)n);
+    uint8_t *seen = calloc(hp->n_vocab, 1);
+    copse_status st = COPSE_OK;
+    if (!h || !own || !rows || !seen) {
+        st = copse__errorf(err, err_size, COPSE_ENOMEM, "reduced head: out of memory");
+        goto fail;
+    }
+    for (int32_t i = 0; i < n; i++) {
+        if (ids[i] < 0 || (uint32_t)ids[i] >= hp->n_vocab || seen[ids[i]]) {
+            st = copse__errorf(err, err_size, COPSE_EINVAL, "reduced head: id %d (entry %d) repeated or outside the vocabulary",
+                               ids[i], i);
+            goto fail;
+        }
+        seen[ids[i]] = 1;
+        own[i] = ids[i];
+        memcpy(rows + (size_t)i * row_bytes, (const uint8_t *)t->data + (size_t)ids[i] * row_bytes, (size_t)row_bytes);
+    }
+    if ((st = f->dev->iface.buffer_alloc(f->dev, (size_t)row_bytes * (size_t)n, &h->buf)) != COPSE_OK ||
+        (st = h->buf->iface.upload(h->buf, 0, rows, (size_t)row_bytes * (size_t)n)) != COPSE_OK) {
+        st = copse__errorf(err, err_size, st, "reduced head: cannot place %d rows on the device: %s", n,
+                           copse_strerror(st));
+        goto fail;
+    }
+    h->n = n;
+    h->ids = own;
+    h->f = f;
+    h->w = view(h->buf, 0, t->type, (int64_t)hp->n_embd, n);
+    free(rows);
+    free(seen);
+    *out = h;
+    return COPSE_OK;
+fail:
+    if (h && h->buf)
+        h->buf->iface.free(h->buf);
+    free(h);
+    free(own);
+    free(rows);
+    free(seen);
+    return st;
+}
+
+void copse__forward_head_destroy(copse_fwd_head *h)
+{
+    if (!h)
+        return;
+    if (h->buf)
+        h->buf->iface.free(h->buf);
+    free((void *)h->ids);
+    free(h);
+}
+
+copse_status copse__forward_kv_read(copse_forward *f, uint32_t layer, int32_t slot, float *k, float *v)
+{
+    if (layer >= f->hp.n_layer || slot < 0 || slot >= f->k_pool[0].ne[1])
         return COPSE_EINVAL;
-    const copse_tensor *pools[2] = {&f->k_pool[layer], &f->v_pool[layer]};
-    float *outs[2] = {k, v};
-    uint8_t row[4 * 4096];
-    for (int i = 0; i < 2; i++) {
-        const copse_tensor *t = pools[i];
-        if (t->row_stride > sizeof row)
-            return COPSE_ERANGE;
-        copse_backend_buffer *b = t->buf;
-        copse_status st = b->iface.download(b, t->offset + (size_t)slot * t->row_stride, row, t->row_stride);
+    const size_t kvd = (size_t)f->hp.n_head_kv * f->hp.head_dim;
+    for (int kv = 0; kv < 2; kv++) {
+        const copse_tensor *pool = kv ? &f->v_pool[layer] : &f->k_pool[layer];
+        float *dst = kv ? v : k;
+        copse_status st;
+        if (pool->type == COPSE_Q_F32) {
+            st = pool->buf->iface.download(pool->buf, pool->offset + (size_t)slot * pool->row_stride, dst,
+                                           kvd * sizeof(float));
+        } else {
+            /* f16: read the halves into the tail of dst, widen front to back */
+            uint16_t *half = (uint16_t *)(void *)(dst + kvd / 2);
+            st = pool->buf->iface.download(pool->buf, pool->offset + (size_t)slot * pool->row_stride, half,
+                                           kvd * sizeof(uint16_t));
+            for (size_t i = 0; st == COPSE_OK && i < kvd; i++)
+                dst[i] = copse__fp16_to_f32(half[i]);
+        }
         if (st != COPSE_OK)
-            return st;
-        if ((st = copse__dequantize_row(t->type, row, outs[i], t->ne[0])) != COPSE_OK)
             return st;
     }
     return COPSE_OK;

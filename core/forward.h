@@ -80,8 +80,6 @@ copse_status copse__forward_create(const copse_gguf *g, copse_backend_dev *dev,
 void copse__forward_destroy(copse_forward *f);
 
 const copse_hparams *copse__forward_hparams(const copse_forward *f);
-/* The parameters in effect (defaults resolved: max_ctx, n_threads, ...). */
-const copse_forward_params *copse__forward_params(const copse_forward *f);
 /* The KV bookkeeping: add and free sequences, commit, roll back through it. */
 copse_kvcache *copse__forward_kv(copse_forward *f);
 
@@ -98,9 +96,32 @@ typedef struct copse_fwd_batch {
     const uint64_t *const *mask; /* [n_seqs] ancestor masks (see copse_attn_batch) or NULL: all causal */
     int32_t n_logits;
     const int32_t *logit_rows; /* [n_logits] batch token indices whose logits are wanted */
+
+    /* Drafting (all optional; zero/NULL gives the behaviour above exactly).
+     *
+     * scratch_base[s]: sequence s already holds that many scratch entries
+     * (positions committed + k, k < base, written by earlier calls since the
+     * last commit/truncate); its new tokens are stored at committed + base +
+     * j, rotated at committed + depth[j] with depth[j] in [0, base + j], and
+     * its mask (if any) has n_new rows of copse__tree_mask_words(base +
+     * n_new) words over all base + n_new scratch entries: bit k of row j set
+     * iff new token j sees scratch entry k (its own entry is k = base + j).
+     * NULL mask: entry k visible iff k <= base + j. Needs a backend whose
+     * attention appends to scratch (COPSE_EUNSUPPORTED otherwise).
+     *
+     * n_layers: run only the first n_layers blocks, then the final norm and
+     * the head (a layer-skip draft); 0 = all. The skipped layers' KV entries
+     * of the new tokens are not written.
+     *
+     * head: a reduced output head of this forward (copse__forward_head_create);
+     * logits rows then have head->n entries (entry i = token ids[i]). */
+    const int32_t *scratch_base; /* [n_seqs] or NULL */
+    uint32_t n_layers;
+    const struct copse_fwd_head *head;
 } copse_fwd_batch;
 
-/* Run the model over the batch and write logits[n_logits][n_vocab] (host).
+/* Run the model over the batch and write logits[n_logits][n_vocab] (host;
+ * [n_logits][head->n] with a reduced head).
  * Reserves KV scratch for each sequence's new tokens first; COPSE_ENOSPACE
  * (nothing run, nothing reserved beyond what already was) when the cache is
  * full, COPSE_ERANGE when a sequence would exceed max_ctx, COPSE_EINVAL for a
@@ -113,9 +134,32 @@ copse_status copse__forward_run(copse_forward *f, const copse_fwd_batch *b, floa
  * n == 0 does nothing. */
 copse_status copse__forward_kv_moves(copse_forward *f, const copse_kv_move *moves, int32_t n);
 
-/* Read one KV entry (K and V rows of kv_dim floats) of a layer's pools at a
- * cache slot (copse__kvcache_slot), for tests and debugging. COPSE_EINVAL
- * for a bad layer or slot. */
-copse_status copse__forward_kv_read(copse_forward *f, int32_t layer, int32_t slot, float *k, float *v);
+/* ---------------------------------------------------------------- drafting helpers */
+
+/* A reduced output head: the rows ids[0 .. n) of the model's output matrix
+ * (the embedding table when tied), copied to a buffer of f's device. g must
+ * be the model f was created from (its output tensor is checked against the
+ * hyperparameters). ids distinct, in [0, n_vocab), 1 <= n <= n_vocab
+ * (COPSE_EINVAL otherwise). Destroy before f. */
+typedef struct copse_fwd_head {
+    int32_t n;                /* rows */
+    const int32_t *ids;       /* [n] the token id of each row (owned) */
+    const copse_forward *f;   /* the forward it belongs to */
+    copse_tensor w;           /* [n_embd, n] quantized rows */
+    copse_backend_buffer *buf;
+} copse_fwd_head;
+
+copse_status copse__forward_head_create(copse_forward *f, const copse_gguf *g, const int32_t *ids, int32_t n,
+                                        copse_fwd_head **out, char *err, size_t err_size);
+void copse__forward_head_destroy(copse_fwd_head *h); /* NULL-safe */
+
+/* The device and the (defaulted) parameters f was created with. */
+copse_backend_dev *copse__forward_dev(const copse_forward *f);
+const copse_forward_params *copse__forward_params(const copse_forward *f);
+
+/* Read KV entry `slot` of layer `layer` (K and V rows of n_head_kv *
+ * head_dim elements each, converted to F32) into k and v. For tests and
+ * debugging; synchronous. */
+copse_status copse__forward_kv_read(copse_forward *f, uint32_t layer, int32_t slot, float *k, float *v);
 
 #endif /* COPSE_CORE_FORWARD_H */

@@ -261,6 +261,7 @@ int copse__cmd_bench_spec(int argc, char **argv)
     ep.max_running = 1;
     ep.step_tokens = 256;
     ep.drafters = drafts;
+    ep.gguf = g;
     ep.n_drafters = n_drafts;
     ep.spec_nodes = nodes;
     ep.spec_depth = depth;

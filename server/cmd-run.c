@@ -67,8 +67,10 @@ static void usage(FILE *f)
             "  -t, --threads N         CPU threads (default: all cores)\n"
             "  -c, --ctx N             context length (default: 4096 or the model's, if smaller)\n"
             "      --no-bos            do not add BOS even if the model asks for it\n"
-            "      --draft SPEC        speculative decoding with a drafter: ngram, suffix, layerskip:N,\n"
-            "                          model:FILE; repeat to merge several drafters' trees (default: none).\n"
+            "      --draft SPEC        speculative decoding with a drafter: ngram, suffix, layerskip:N (the\n"
+            "                          model's first N layers), model:FILE (a small GGUF with the same\n"
+            "                          vocabulary, e.g. from 'copse slice'); repeat to merge several\n"
+            "                          drafters' trees (default: none).\n"
             "                          Acceptance per drafter goes to standard error, and the speed-up over\n"
             "                          plain decoding of the same prompt, measured in the same process\n"
             "      --spec-nodes N      draft tree node budget per step (default 16)\n"
@@ -310,6 +312,7 @@ static int session_open(session *s, const run_opts *o)
     ep.max_running = 1;
     ep.step_tokens = 256;
     ep.drafters = o->drafts;
+    ep.gguf = g;
     ep.n_drafters = o->n_drafts;
     ep.spec_nodes = o->spec_nodes;
     ep.spec_depth = o->spec_depth;

@@ -341,6 +341,7 @@ int copse__cmd_serve(int argc, char **argv)
     ep.max_waiting = o.max_queue;
     ep.step_tokens = o.step_tokens;
     ep.drafters = o.drafters;
+    ep.gguf = g;
     ep.n_drafters = o.n_drafters;
     if (o.spec_nodes)
         ep.spec_nodes = o.spec_nodes;

@@ -13,5 +13,6 @@ int copse__cmd_bench(int argc, char **argv);
 int copse__cmd_bench_spec(int argc, char **argv); /* `bench spec`, dispatched by copse__cmd_bench */
 int copse__cmd_random_model(int argc, char **argv);
 int copse__cmd_serve(int argc, char **argv);
+int copse__cmd_slice(int argc, char **argv);
 
 #endif

@@ -15,6 +15,7 @@ static const struct {
     {"run", copse__cmd_run, "generate text from a prompt or a chat, streamed to standard output"},
     {"bench", copse__cmd_bench, "measure speed: prefill, decode, verification ('bench decode'); speculation ('bench spec')"},
     {"random-model", copse__cmd_random_model, "write a model of a known shape with random weights (benchmarks)"},
+    {"slice", copse__cmd_slice, "write a copy of a model with only its first N layers (a draft model)"},
     {"info", copse__cmd_info, "show a model's metadata, tensors, vocabulary, chat template; or devices"},
     {"tokenize", copse__cmd_tokenize, "print the token ids of a text"},
     {"detokenize", copse__cmd_detokenize, "print the text of token ids"},

@@ -557,7 +557,9 @@ static void attn_one(const attn_args *a, int64_t t, int h)
     const int kvh = h / (b->n_heads / b->n_kv_heads);
     const int32_t *table = b->tables[s];
     const uint64_t *mask = b->mask[s];
-    const int32_t words = (b->n_new[s] + 63) / 64;
+    const int32_t sbase = b->base ? b->base[s] : 0; /* scratch entries before the new ones */
+    const int32_t n_vis = sbase + b->n_new[s];
+    const int32_t words = (n_vis + 63) / 64;
     const float *qv = frow(a->q, t) + (size_t)h * hd;
 
     float acc[COPSE_CPU_MAX_HEAD_DIM];
@@ -578,9 +580,9 @@ static void attn_one(const attn_args *a, int64_t t, int h)
             }
         }
     }
-    /* the new entries this token sees, in node order */
-    for (int32_t kk = 0; kk < b->n_new[s]; kk++) {
-        bool vis = mask ? (mask[(size_t)j * words + kk / 64] >> (kk % 64)) & 1u : kk <= j;
+    /* the scratch entries this token sees, in node order */
+    for (int32_t kk = 0; kk < n_vis; kk++) {
+        bool vis = mask ? (mask[(size_t)j * words + kk / 64] >> (kk % 64)) & 1u : kk <= sbase + j;
         if (!vis)
             continue;
         const int32_t pos = committed + kk;
@@ -772,6 +774,7 @@ static const copse_backend_queue_i cpu_queue_i = {
     .matmul = cpu_matmul,
     .kv_store = cpu_kv_store,
     .attention = cpu_attention,
+    .attention_scratch_base = true,
     .kv_commit = cpu_kv_commit,
     .argmax = cpu_argmax,
     .softmax = cpu_softmax,

@@ -377,6 +377,7 @@ static const copse_backend_queue_i gpu_queue_i = {
     /* .kv_commit = */ op_kv_commit,
     /* .argmax = */ op_argmax,
     /* .softmax = */ op_softmax,
+    /* .attention_scratch_base = */ false, /* copse_attn_batch.base not implemented yet */
 };
 
 static copse_status dev_queue_create(copse_backend_dev *dev, int n_threads, copse_backend_queue **out)

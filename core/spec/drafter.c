@@ -45,6 +45,9 @@ copse_drafter_params copse__drafter_default_params(void)
         .suffix_max_docs = 1024,
         .suffix_depth = 24,
         .suffix_max_match = 8,
+        .draft_width = 4,
+        .draft_q_top = 64,
+        .draft_max_tokens = 128,
     };
 }
 
@@ -68,7 +71,15 @@ copse_status copse__drafter_params_validate(const copse_drafter_params *p, char 
     RANGE_(suffix_max_docs, 1, 1 << 20);
     RANGE_(suffix_depth, 2, 64);
     RANGE_(suffix_max_match, 1, p->suffix_depth - 1);
+    RANGE_(draft_vocab, 0, INT32_MAX);
+    RANGE_(draft_width, 1, 64);
+    RANGE_(draft_q_top, 1, 1 << 20);
+    RANGE_(n_threads, 0, 4096);
 #undef RANGE_
+    if (p->draft_max_ctx > (1u << 28) || p->draft_max_tokens < 1 || p->draft_max_tokens > (1u << 16))
+        return copse__errorf(err, err_size, COPSE_EINVAL,
+                             "drafter params: draft_max_ctx = %u (want <= 2^28) or draft_max_tokens = %u (want 1..65536)",
+                             p->draft_max_ctx, p->draft_max_tokens);
     /* The pool's node store: 28 bytes per node plus 8 of hash table. */
     if ((int64_t)p->suffix_pool_tokens * p->suffix_depth > (int64_t)1 << 26)
         return copse__errorf(err, err_size, COPSE_EINVAL,
@@ -88,15 +99,41 @@ typedef struct drafter_entry {
     copse_drafter_kind kind;
     spec_arg arg;
     const char *usage;
-    /* NULL: parsed but not built yet. */
-    copse_status (*create)(const copse_drafter_params *p, copse_drafter **out, char *err, size_t err_size);
+    copse_status (*create)(const copse_drafter_spec *s, const copse_drafter_params *p, copse_drafter **out,
+                           char *err, size_t err_size);
 } drafter_entry;
 
+static copse_status create_ngram(const copse_drafter_spec *s, const copse_drafter_params *p, copse_drafter **out,
+                                 char *err, size_t err_size)
+{
+    (void)s;
+    return copse__ngram_create(p, out, err, err_size);
+}
+
+static copse_status create_suffix(const copse_drafter_spec *s, const copse_drafter_params *p,
+                                  copse_drafter **out, char *err, size_t err_size)
+{
+    (void)s;
+    return copse__suffix_create(p, out, err, err_size);
+}
+
+static copse_status create_layerskip(const copse_drafter_spec *s, const copse_drafter_params *p,
+                                     copse_drafter **out, char *err, size_t err_size)
+{
+    return copse__layerskip_create(p, s->layers, out, err, err_size);
+}
+
+static copse_status create_model(const copse_drafter_spec *s, const copse_drafter_params *p, copse_drafter **out,
+                                 char *err, size_t err_size)
+{
+    return copse__draft_model_create(p, s->file, out, err, err_size);
+}
+
 static const drafter_entry drafter_table[] = {
-    {"ngram", COPSE_DRAFTER_NGRAM, ARG_NONE, "ngram", copse__ngram_create},
-    {"suffix", COPSE_DRAFTER_SUFFIX, ARG_NONE, "suffix", copse__suffix_create},
-    {"layerskip", COPSE_DRAFTER_LAYERSKIP, ARG_COUNT, "layerskip:N", NULL},
-    {"model", COPSE_DRAFTER_MODEL, ARG_FILE, "model:FILE", NULL},
+    {"ngram", COPSE_DRAFTER_NGRAM, ARG_NONE, "ngram", create_ngram},
+    {"suffix", COPSE_DRAFTER_SUFFIX, ARG_NONE, "suffix", create_suffix},
+    {"layerskip", COPSE_DRAFTER_LAYERSKIP, ARG_COUNT, "layerskip:N", create_layerskip},
+    {"model", COPSE_DRAFTER_MODEL, ARG_FILE, "model:FILE", create_model},
 };
 #define N_DRAFTERS (sizeof drafter_table / sizeof drafter_table[0])
 
@@ -155,8 +192,6 @@ static copse_status parse_spec(const char *spec, const drafter_entry **entry, co
         break;
     }
     *entry = e;
-    if (!e->create)
-        return copse__errorf(err, err_size, COPSE_EUNSUPPORTED, "drafter '%s' is not built yet", e->usage);
     return COPSE_OK;
 }
 
@@ -178,7 +213,7 @@ copse_status copse__drafter_create(const char *spec, const copse_drafter_params 
     st = copse__drafter_params_validate(p, err, err_size);
     if (st != COPSE_OK)
         return st;
-    return e->create(p, out, err, err_size);
+    return e->create(&s, p, out, err, err_size);
 }
 
 void copse__drafter_destroy(copse_drafter *d)

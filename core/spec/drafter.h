@@ -53,6 +53,41 @@
  *   are one-hot (COPSE_TREE_NO_Q) and node probabilities only rank nodes.
  *   `has_q` true (model drafters): nodes carry the q they were drawn from.
  *
+ * Model drafters (layerskip:N, model:FILE)
+ *   Need the fields of "model drafters" in the params (the engine fills
+ *   them; ngram and suffix ignore them). Sequence ids: the engine guarantees
+ *   that a drafter's `seq` IS the target's KV sequence id of that sequence
+ *   and that params.max_seqs >= the target forward's max_seqs (layerskip
+ *   uses the target's sequence `seq` directly; model:FILE maps it to its own
+ *   KV sequence).
+ *   Drafting state at propose time: the sequence's committed tokens ctx[0,
+ *   n_ctx - 1) are in the target's KV cache (committed length n_ctx - 1,
+ *   checked: COPSE_EINVAL otherwise for layerskip) and ctx[n_ctx - 1] is the
+ *   pending token. layerskip writes its draft rows into the target's KV
+ *   scratch (positions >= n_ctx - 1, first N layers only); the target's
+ *   verification forward rewrites every layer of the rows it uses and the
+ *   engine truncates the scratch afterwards, as for any step. model:FILE
+ *   keeps its own KV cache: after propose it holds exactly ctx[0, n_ctx)
+ *   (committed + pending, as a plain prefill would compute them); tokens it
+ *   has not seen are prefilled (batched over sequences) in the next propose.
+ *   Tree shape: level-wise expansion, one draft forward per depth over the
+ *   frontier nodes of all sequences of a propose_batch call.
+ *     temperature 0 (default, and after seq_sampling with temperature 0):
+ *       each expanded node's max_branch most probable tokens are candidates;
+ *       the draft_width best candidates of each level (by cumulative draft
+ *       probability, ties: earlier) are expanded next; the tree is the
+ *       `budget` best candidates overall (ancestor-closed). One-hot nodes.
+ *     temperature > 0: children are SAMPLED from q = the draft distribution
+ *       after the request's temperature/top-k/top-p/min-p (penalties off),
+ *       cut to its draft_q_top most probable tokens and renormalized. How
+ *       many children each node gets is decided from q's sorted
+ *       probabilities before any draw (never from drawn values); then they
+ *       are drawn without replacement with uniforms keyed by (seed, seq,
+ *       step = n_ctx - 1 + depth, node = parent's flattened row, draw =
+ *       COPSE_DRAFTER_DRAW + i), and recorded with q (has_q). Trees need a q
+ *       arena of max_nodes * d->q_per_node entries; when it is full the
+ *       children are recorded one-hot (still lossless).
+ *
  * Threading: a drafter is used by one thread at a time (the engine
  * serializes calls, possibly from libuv's thread pool, but never two at
  * once on one drafter). Different drafters are independent. State shared
@@ -67,7 +102,14 @@
 #include <stdint.h>
 
 #include "copse.h"
+#include "forward.h"
+#include "gguf.h"
+#include "sampling.h"
 #include "spec/tree.h"
+
+/* Draw ids of a sampled draft (rng.h), distinct from every draw number the
+ * verifier uses (verify.h: 0, 1 + i, 0x80000000 + k). */
+#define COPSE_DRAFTER_DRAW 0x40000000u
 
 typedef struct copse_drafter copse_drafter;
 
@@ -91,6 +133,28 @@ typedef struct copse_drafter_params {
     int32_t suffix_depth;       /* depth of the pool's suffix trie. Default 24 */
     int32_t suffix_max_match;   /* longest context suffix matched in the pool,
                                    < suffix_depth. Default 8 */
+
+    /* model drafters (layerskip:N, model:FILE); ngram/suffix ignore these */
+    copse_forward *target;          /* the target's forward state (weights, hparams, KV).
+                                       Required by layerskip; model:FILE takes its default
+                                       device and context from it when set */
+    const copse_gguf *target_gguf;  /* the target model. Required by both (vocabulary check,
+                                       reduced head rows) */
+    copse_backend_dev *dev;         /* where model:FILE runs its forward (NULL: the target's
+                                       device, else the CPU) */
+    int n_threads;                  /* its CPU threads (0 = all cores) */
+    int32_t draft_vocab;            /* reduced head: the K most frequent tokens (tokenizer
+                                       scores when present, else the lowest ids = byte-level
+                                       BPE merge order). 0 = full vocabulary. Default 0 */
+    int32_t draft_width;            /* nodes expanded per tree level per sequence. Default 4 */
+    int32_t draft_q_top;            /* sampled drafts: q keeps at most this many tokens.
+                                       Default 64 */
+    uint32_t draft_max_ctx;         /* model:FILE: longest sequence in its KV, scratch included
+                                       (0: the target forward's max_ctx, else 4096) */
+    uint64_t draft_kv_mem;          /* model:FILE: its KV budget in bytes (0: max_seqs *
+                                       draft_max_ctx tokens) */
+    uint32_t draft_max_tokens;      /* rows per draft forward call (model:FILE's own forward;
+                                       layerskip also stays within the target's). Default 128 */
 } copse_drafter_params;
 
 /* Defaults as code (n_vocab 0: the caller must set it). */
@@ -119,6 +183,21 @@ typedef struct copse_drafter_i {
     /* Free the sequence's state (the suffix drafter first moves its output
      * into the global pool). */
     void (*seq_end)(copse_drafter *d, int32_t seq);
+
+    /* (optional) The request's sampling parameters for a begun sequence,
+     * called by the engine after seq_begin (a sequence without this call
+     * drafts greedily). temperature 0: deterministic top-k drafts (one-hot
+     * nodes); > 0: drafts sampled from q keyed by sp->seed (see "Model
+     * drafters"). Penalties are ignored. COPSE_EINVAL for invalid params. */
+    copse_status (*seq_sampling)(copse_drafter *d, int32_t seq, const copse_sampling_params *sp);
+    /* (optional) propose for n sequences at once (distinct seqs), one draft
+     * forward per tree level for all of them; entry i as propose(seqs[i],
+     * ctx[i], n_ctx[i], budget[i], max_depth[i], trees[i]). NULL: the engine
+     * loops over propose. On an error no tree is valid (each is reset or
+     * as it was). */
+    copse_status (*propose_batch)(copse_drafter *d, int32_t n, const int32_t *seqs, const copse_token *const *ctx,
+                                  const int32_t *n_ctx, const int32_t *budget, const int32_t *max_depth,
+                                  copse_tree *const *trees);
 } copse_drafter_i;
 
 struct copse_drafter {
@@ -126,6 +205,10 @@ struct copse_drafter {
     const char *name; /* "ngram", "suffix", ... (static storage) */
     bool has_q;       /* true: proposals carry a real q; false: one-hot q */
     void *ctx;
+    int32_t q_per_node; /* q arena entries a tree needs per node for this
+                           drafter's q records (0: it records none). Size
+                           trees with copse__tree_create(max_nodes, .., max_nodes
+                           * q_per_node) */
 };
 
 /* ---------------------------------------------------------------- specs and registry */
@@ -145,14 +228,14 @@ typedef struct copse_drafter_spec {
 } copse_drafter_spec;
 
 /* Parse "ngram", "suffix", "layerskip:N", "model:FILE". COPSE_EINVAL with a
- * message for an unknown name or a bad/missing/extra argument (checked
- * first). Kinds that are not built yet ("layerskip", "model") give
- * COPSE_EUNSUPPORTED "... is not built yet", with *out still filled. */
+ * message for an unknown name or a bad/missing/extra argument. */
 copse_status copse__drafter_parse(const char *spec, copse_drafter_spec *out, char *err, size_t err_size);
 
-/* Create a drafter from a spec. COPSE_EINVAL (bad spec or params),
- * COPSE_EUNSUPPORTED ("layerskip"/"model": not built yet), COPSE_ENOMEM.
- * On failure *out is NULL. */
+/* Create a drafter from a spec. COPSE_EINVAL (bad spec or params, e.g.
+ * layerskip N >= the target's layer count, a missing target), COPSE_EFORMAT
+ * / COPSE_EIO (model:FILE unreadable, or its vocabulary differs from the
+ * target's: the message names the first differing token id and both
+ * strings), COPSE_EUNSUPPORTED, COPSE_ENOMEM. On failure *out is NULL. */
 copse_status copse__drafter_create(const char *spec, const copse_drafter_params *p, copse_drafter **out,
                                    char *err, size_t err_size);
 
@@ -164,5 +247,9 @@ copse_status copse__ngram_create(const copse_drafter_params *p, copse_drafter **
                                  size_t err_size);
 copse_status copse__suffix_create(const copse_drafter_params *p, copse_drafter **out, char *err,
                                   size_t err_size);
+copse_status copse__layerskip_create(const copse_drafter_params *p, int32_t n_layers, copse_drafter **out,
+                                     char *err, size_t err_size);
+copse_status copse__draft_model_create(const copse_drafter_params *p, const char *file, copse_drafter **out,
+                                       char *err, size_t err_size);
 
 #endif /* COPSE_SPEC_DRAFTER_H */

@@ -56,7 +56,7 @@ void copse__spec_destroy(copse_spec_engine *e)
     if (!e)
         return;
     if (e->drafter && e->drafter_live)
-        e->drafter->iface.seq_end(e->drafter, 0);
+        e->drafter->iface.seq_end(e->drafter, e->seq);
     copse__drafter_destroy(e->drafter);
     copse__tree_destroy(e->tree);
     copse__verify_destroy(e->verify);
@@ -98,15 +98,25 @@ copse_status copse__spec_create(copse_forward *f, int32_t seq, const char *draft
 
     copse_drafter_params dp = copse__drafter_default_params();
     dp.n_vocab = e->n_vocab;
-    dp.max_seqs = 1;
+    dp.max_seqs = (int32_t)copse__forward_params(f)->max_seqs;
     dp.max_nodes = budget;
     dp.max_depth = max_depth;
+    dp.target = f;
+    dp.target_gguf = p->target_gguf;
+    dp.n_threads = p->n_threads;
+    dp.draft_vocab = p->draft_vocab;
+    if (seq < 0 || seq >= dp.max_seqs) {
+        copse__spec_destroy(e);
+        return copse__errorf(err, err_size, COPSE_EINVAL, "speculative engine: KV sequence %d out of range", seq);
+    }
     copse_status st = copse__drafter_create(draft_spec, &dp, &e->drafter, err, err_size);
     if (st != COPSE_OK) {
         copse__spec_destroy(e);
         return st;
     }
-    if ((st = copse__tree_create(budget, dp.max_branch > 0 ? dp.max_branch : 1, 0, &e->tree)) != COPSE_OK) {
+    const int64_t q_cap = (int64_t)budget * e->drafter->q_per_node;
+    if ((st = copse__tree_create(budget, dp.max_branch > 0 ? dp.max_branch : 1,
+                                 (int32_t)(q_cap > (1 << 24) ? (1 << 24) : q_cap), &e->tree)) != COPSE_OK) {
         copse__spec_destroy(e);
         return copse__errorf(err, err_size, st, "speculative engine: cannot create the tree");
     }
@@ -143,14 +153,17 @@ copse_status copse__spec_begin(copse_spec_engine *e, const copse_token *committe
         return copse__errorf(err, err_size, COPSE_ERANGE, "speculative engine: %u tokens exceed max_len %u",
                              n + 1, e->p.max_len);
     if (e->drafter_live) {
-        e->drafter->iface.seq_end(e->drafter, 0);
+        e->drafter->iface.seq_end(e->drafter, e->seq);
         e->drafter_live = 0;
     }
-    copse_status st = e->drafter->iface.seq_begin(e->drafter, 0, committed, (int32_t)n, (int32_t)e->p.max_len);
+    copse_status st = e->drafter->iface.seq_begin(e->drafter, e->seq, committed, (int32_t)n, (int32_t)e->p.max_len);
     if (st != COPSE_OK)
         return copse__errorf(err, err_size, st, "drafter %s: cannot begin the sequence: %s", e->drafter->name,
                              copse_strerror(st));
     e->drafter_live = 1;
+    if (e->drafter->iface.seq_sampling &&
+        (st = e->drafter->iface.seq_sampling(e->drafter, e->seq, &e->p.sampling)) != COPSE_OK)
+        return copse__errorf(err, err_size, st, "drafter %s: bad sampling parameters", e->drafter->name);
     if (n)
         memcpy(e->history, committed, sizeof *committed * n);
     e->n_committed = n;
@@ -180,11 +193,13 @@ copse_status copse__spec_step(copse_spec_engine *e, copse_verify_stop_cb stop_cb
     if (max_depth > max_tokens)
         max_depth = max_tokens; /* deeper nodes could never be emitted */
 
-    copse_status st = e->drafter->iface.propose(e->drafter, 0, e->history, (int32_t)n_ctx, budget, max_depth,
+    copse_status st = e->drafter->iface.propose(e->drafter, e->seq, e->history, (int32_t)n_ctx, budget, max_depth,
                                                  e->tree);
-    if (st != COPSE_OK)
+    if (st != COPSE_OK) {
+        copse__kvcache_truncate(kv, e->seq, e->n_committed); /* a model drafter may have left scratch */
         return copse__errorf(err, err_size, st, "drafter %s: propose failed: %s", e->drafter->name,
                              copse_strerror(st));
+    }
     const int32_t n_rows = copse__tree_flat_rows(e->tree);
     const int32_t n_nodes = n_rows - 1;
     copse__tree_flatten(e->tree, e->tokens, e->depth, e->mask, NULL);
@@ -245,7 +260,7 @@ copse_status copse__spec_step(copse_spec_engine *e, copse_verify_stop_cb stop_cb
     e->n_committed = new_len;
     e->has_pending = r->n_tokens > 0;
 
-    if ((st = e->drafter->iface.observe(e->drafter, 0, r->tokens, r->n_tokens)) != COPSE_OK)
+    if ((st = e->drafter->iface.observe(e->drafter, e->seq, r->tokens, r->n_tokens)) != COPSE_OK)
         return copse__errorf(err, err_size, st, "drafter %s: observe failed: %s", e->drafter->name,
                              copse_strerror(st));
 
@@ -278,4 +293,9 @@ copse_spec_stats copse__spec_stats(const copse_spec_engine *e)
 const char *copse__spec_drafter_name(const copse_spec_engine *e)
 {
     return e->drafter->name;
+}
+
+copse_drafter *copse__spec_drafter(const copse_spec_engine *e)
+{
+    return e->drafter;
 }

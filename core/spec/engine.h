@@ -37,6 +37,10 @@ typedef struct copse_spec_params {
     int32_t budget;                 /* most proposed nodes per step. Default 16 */
     int32_t max_depth;              /* deepest proposed node. Default 8 */
     uint32_t max_len;               /* most tokens of the sequence (committed + pending) */
+    /* model drafters (layerskip:N, model:FILE) */
+    const copse_gguf *target_gguf;  /* the target model (required by them) */
+    int n_threads;                  /* model:FILE's CPU threads (0 = all) */
+    int32_t draft_vocab;            /* reduced draft head of K tokens (0 = full) */
 } copse_spec_params;
 
 copse_spec_params copse__spec_default_params(void);
@@ -51,7 +55,9 @@ typedef struct copse_spec_stats {
 typedef struct copse_spec_engine copse_spec_engine;
 
 /* A stepper for KV sequence `seq` of f with the drafter of `draft_spec`
- * ("ngram", "suffix", ...). COPSE_EINVAL / COPSE_EUNSUPPORTED (bad spec),
+ * ("ngram", "suffix", "layerskip:N", "model:FILE"; the drafter's sequence
+ * id is `seq`, its max_seqs the forward's, model drafters run on f's
+ * device and get the request's sampling parameters). COPSE_EINVAL / COPSE_EUNSUPPORTED (bad spec),
  * COPSE_ENOMEM. *out NULL on failure. */
 copse_status copse__spec_create(copse_forward *f, int32_t seq, const char *draft_spec,
                                 const copse_spec_params *p, copse_spec_engine **out, char *err,
@@ -77,5 +83,7 @@ copse_token copse__spec_pending(const copse_spec_engine *e);
 
 copse_spec_stats copse__spec_stats(const copse_spec_engine *e);
 const char *copse__spec_drafter_name(const copse_spec_engine *e);
+/* The drafter the stepper drives (owned by it; for tests). */
+copse_drafter *copse__spec_drafter(const copse_spec_engine *e);
 
 #endif /* COPSE_SPEC_ENGINE_H */

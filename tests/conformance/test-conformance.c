@@ -950,7 +950,9 @@ static int bench(void)
         int32_t first = 0, nn = (int32_t)n;
         const int32_t *tabs[1] = {table};
         const uint64_t *masks[1] = {NULL};
-        copse_attn_batch ab = {1, (int32_t)n, block, &first, &nn, &committed, tabs, masks, 9, 3, 64, 0.125f};
+        copse_attn_batch ab = {.n_seqs = 1, .n_tokens = (int32_t)n, .block_size = block, .first = &first, .n_new = &nn,
+                               .committed = &committed, .tables = tabs, .mask = masks, .n_heads = 9, .n_kv_heads = 3,
+                               .head_dim = 64, .scale = 0.125f};
         int32_t *slots = xmalloc(sizeof(int32_t) * (size_t)n);
         for (int64_t t = 0; t < n; t++)
             slots[t] = committed + (int32_t)t;

@@ -1079,6 +1079,104 @@ static void test_attention(void)
     }
 }
 
+/* Appending to scratch (copse_attn_batch.base, drafting level by level):
+ * every sequence's new tokens split in two calls, the second with base =
+ * the first call's count and masks over all scratch entries, give outputs
+ * bit-identical to one call over all tokens (trees and causal chains). */
+static void test_attention_scratch_base(void)
+{
+    for (int rep = 0; rep < 6; rep++) {
+        attn_setup s;
+        attn_make(&s, 4, rep % 2 ? COPSE_Q_F16 : COPSE_Q_F32, 6, 2, 64, false, 30);
+        const copse_cpu_kernels *k = copse__cpu_kernels_best();
+        float *full = run_attn(&s, k, 2);
+        const int row = s.n_heads * s.hd;
+        int split[4], nA[4], nB[4], fA[4], fB[4], base[4], zero[4] = {0};
+        uint64_t *mA[4], *mB[4];
+        int totA = 0, totB = 0;
+        for (int i = 0; i < s.n_seqs; i++) {
+            split[i] = s.n_new[i] < 2 ? s.n_new[i] : 1 + (int)rnd((uint32_t)s.n_new[i] - 1);
+            nA[i] = split[i];
+            nB[i] = s.n_new[i] - split[i];
+            fA[i] = totA;
+            fB[i] = totB;
+            totA += nA[i];
+            totB += nB[i];
+            base[i] = split[i];
+            mA[i] = mB[i] = NULL;
+            if (s.mask[i]) {
+                const int wf = (s.n_new[i] + 63) / 64, wa = (nA[i] + 63) / 64;
+                mA[i] = xmalloc((size_t)(nA[i] * wa + 1) * 8);
+                mB[i] = xmalloc((size_t)(nB[i] * wf + 1) * 8);
+                for (int j = 0; j < nA[i]; j++)
+                    memcpy(mA[i] + j * wa, s.mask[i] + j * wf, (size_t)wa * 8);
+                for (int j = 0; j < nB[i]; j++)
+                    memcpy(mB[i] + j * wf, s.mask[i] + (split[i] + j) * wf, (size_t)wf * 8);
+            }
+        }
+        /* sequences whose part is empty are left out of that call */
+        int bad = 0;
+        for (int part = 0; part < 2; part++) {
+            int ns = 0, first[4], n_new[4], comm[4], bs[4], tot = part ? totB : totA;
+            const int32_t *tabs[4];
+            const uint64_t *masks[4];
+            int src_first[4];
+            for (int i = 0; i < s.n_seqs; i++) {
+                int m = part ? nB[i] : nA[i];
+                if (m == 0)
+                    continue;
+                first[ns] = part ? fB[i] : fA[i];
+                n_new[ns] = m;
+                comm[ns] = s.committed[i];
+                bs[ns] = part ? base[i] : 0;
+                tabs[ns] = s.tables[i];
+                masks[ns] = part ? mB[i] : mA[i];
+                src_first[ns] = s.first[i] + (part ? split[i] : 0);
+                ns++;
+            }
+            if (tot == 0)
+                continue;
+            /* compact the first positions (parts of skipped sequences take no rows) */
+            int at = 0;
+            for (int j = 0; j < ns; j++) {
+                first[j] = at;
+                at += n_new[j];
+            }
+            htensor qq = hmake(COPSE_Q_F32, row, tot), o = hmake(COPSE_Q_F32, row, tot);
+            for (int j = 0; j < ns; j++)
+                for (int t = 0; t < n_new[j]; t++)
+                    memcpy(hrow(&qq, first[j] + t), hrow(&s.q, src_first[j] + t), (size_t)row * 4);
+            copse_attn_batch b = attn_batch(&s);
+            b.n_seqs = ns;
+            b.n_tokens = tot;
+            b.first = first;
+            b.n_new = n_new;
+            b.committed = comm;
+            b.tables = tabs;
+            b.mask = masks;
+            b.base = part ? bs : zero;
+            copse_backend_queue *q = make_queue(k, 2);
+            CHECK(q->iface.attention_scratch_base);
+            CHECK_STATUS(q->iface.attention(q, &qq.t, &s.kp.t, &s.vp.t, &b, &o.t), COPSE_OK);
+            q->iface.destroy(q);
+            for (int j = 0; j < ns; j++)
+                bad += bits_differ(hrow(&o, first[j]), full + (size_t)src_first[j] * row, (size_t)n_new[j] * row,
+                                   part ? "appended part" : "first part");
+            hfree(&qq);
+            hfree(&o);
+        }
+        fprintf(stderr, "attention appending to scratch (%s pool): %s\n", rep % 2 ? "f16" : "f32",
+                bad ? "DIFFER" : "bit-exact");
+        CHECK_INT_EQ(bad, 0);
+        for (int i = 0; i < s.n_seqs; i++) {
+            free(mA[i]);
+            free(mB[i]);
+        }
+        free(full);
+        attn_free(&s);
+    }
+}
+
 /* ---------------------------------------------------------------- small ops */
 
 static void test_small_ops(void)
@@ -1537,6 +1635,7 @@ int main(int argc, char **argv)
     test_small_ops();
     test_kv_commit();
     test_attention();
+    test_attention_scratch_base();
     test_matmul_invariance();
     test_matmul();
     return test_exit();

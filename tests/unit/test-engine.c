@@ -82,7 +82,7 @@ static void make_prompts(uint64_t seed)
 
 /* Plain greedy decoding with the forward pass alone: prefill, then one token
  * per call, argmax (lowest id on ties). */
-static void plain_greedy(copse_forward *f, const prompt *p, copse_token *out, int32_t n_new)
+static void plain_greedy(copse_forward *f, const prompt *p, copse_token *out, int32_t count)
 {
     copse_kvcache *kv = copse__forward_kv(f);
     int32_t seq;
@@ -91,7 +91,7 @@ static void plain_greedy(copse_forward *f, const prompt *p, copse_token *out, in
     copse_token cur[MAX_PROMPT];
     memcpy(cur, p->t, sizeof cur[0] * (size_t)p->n);
     int32_t n = p->n;
-    for (int32_t k = 0; k < n_new; k++) {
+    for (int32_t k = 0; k < count; k++) {
         int32_t first = 0, lr = n - 1;
         copse_fwd_batch b = {.n_tokens = n, .tokens = cur, .n_seqs = 1, .seq = &seq, .first = &first,
                              .n_new = &n, .n_logits = 1, .logit_rows = &lr};

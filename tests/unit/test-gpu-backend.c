@@ -364,7 +364,9 @@ static void test_kv(uint32_t pool_type)
     CHECK(memcmp(c, g, kp.bytes) == 0);
     free(c), free(g);
 
-    const copse_attn_batch ab = {S, T, BS, first, n_new, committed, tables, masks, H, KVH, HD, 0.125f};
+    const copse_attn_batch ab = {.n_seqs = S, .n_tokens = T, .block_size = BS, .first = first, .n_new = n_new,
+                                 .committed = committed, .tables = tables, .mask = masks, .n_heads = H,
+                                 .n_kv_heads = KVH, .head_dim = HD, .scale = 0.125f};
     CHECK_STATUS(cq->iface.attention(cq, &pq.ct, &kp.ct, &vp.ct, &ab, &po.ct), COPSE_OK);
     CHECK_STATUS(gq->iface.attention(gq, &pq.gt, &kp.gt, &vp.gt, &ab, &po.gt), COPSE_OK);
     pget(&po, &c, &g);

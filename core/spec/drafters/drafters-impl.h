@@ -157,6 +157,48 @@ copse_status copse__drafter_cands_emit(copse__drafter_cands *c, int32_t budget, 
 void copse__drafter_clamp(const copse_drafter_params *p, const copse_tree *tree, int32_t *budget,
                           int32_t *max_depth);
 
+/* ---------------------------------------------------------------- model drafters' tree builder */
+
+/* The level-wise tree builder of layerskip and model:FILE (model-draft.c):
+ * drafts with forward f (its first n_layers layers, 0 = all; reduced head
+ * or NULL). Sized from p (max_seqs entries per call, max_nodes, max_depth,
+ * max_branch, draft_width, draft_q_top, draft_max_tokens). */
+typedef struct copse__mdraft copse__mdraft;
+
+copse_status copse__mdraft_create(const copse_drafter_params *p, copse_forward *f, uint32_t n_layers,
+                                  const copse_fwd_head *head, copse__mdraft **out, char *err, size_t err_size);
+void copse__mdraft_destroy(copse__mdraft *m); /* NULL-safe */
+
+/* Drafter sequence `seq` drafts greedily (seq_begin) / with sp (seq_sampling:
+ * COPSE_EINVAL for invalid params). */
+void copse__mdraft_seq_reset(copse__mdraft *m, int32_t seq);
+copse_status copse__mdraft_seq_sampling(copse__mdraft *m, int32_t seq, const copse_sampling_params *sp);
+
+/* Draft n trees (drafter.h "Model drafters"): entry i is drafter sequence
+ * seqs[i] whose KV sequence in f is kvseqs[i], holding exactly ctx[i][0,
+ * n_ctx[i] - 1) committed (the caller checks). Writes draft rows into that
+ * sequence's scratch (row 0 = the root at position n_ctx - 1); the caller
+ * commits or truncates. Limits are clamped as drafter.h says. Scratch that
+ * does not fit (COPSE_ENOSPACE / ERANGE from the forward) stops a tree's
+ * growth quietly; other forward errors are returned (message in err). */
+copse_status copse__mdraft_run(copse__mdraft *m, int32_t n, const int32_t *seqs, const int32_t *kvseqs,
+                               const copse_token *const *ctx, const int32_t *n_ctx, const int32_t *budget,
+                               const int32_t *max_depth, copse_tree *const *trees, char *err, size_t err_size);
+
+/* Scratch rows entry i of the last run wrote (0: none; row 0 is the root). */
+int32_t copse__mdraft_rows_written(const copse__mdraft *m, int32_t i);
+
+/* The most frequent tokens of a model's vocabulary for a reduced head: the k
+ * ids with the highest tokenizer.ggml.scores when the model has varying
+ * scores, else the k lowest ids (byte-level BPE ids follow merge order).
+ * ids[k] out. COPSE_EINVAL for k outside [1, n_vocab]. */
+copse_status copse__draft_vocab_ids(const copse_gguf *g, int32_t n_vocab, int32_t k, int32_t *ids);
+
+/* model:FILE introspection (tests): its forward, and its KV sequence of
+ * drafter sequence seq (-1 when not begun). */
+copse_forward *copse__draft_model_forward(const copse_drafter *d);
+int32_t copse__draft_model_kvseq(const copse_drafter *d, int32_t seq);
+
 /* ---------------------------------------------------------------- suffix pool introspection (tests) */
 
 typedef struct copse__suffix_stats {
