@@ -38,7 +38,8 @@ static const shape shapes[] = {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: copse random-model --shape NAME --type TYPE -o FILE [--seed S] [--layers N] [--vocab V]\n\n"
-               "Writes a llama-architecture GGUF of a known shape with random weights (no tokenizer),\n"
+               "Writes a llama-architecture GGUF of a known shape with random weights (placeholder\n"
+               "vocabulary '<tN>', no tokenizer),\n"
                "for benchmarks. TYPE: q4_0, q4_1, q8_0, f16 or f32 (all matrices; norms are f32).\n"
                "--layers N keeps only the first N layers; --vocab V (2 .. 1048576) replaces the vocabulary size.\n\nshapes:\n");
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
@@ -194,10 +195,31 @@ int copse__cmd_random_model(int argc, char **argv)
     st = st ? st : copse__gguf_writer_add_f32(w, "llama.rope.freq_base", sh->rope_theta);
     st = st ? st : copse__gguf_writer_add_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
 
+    /* a placeholder vocabulary ("<t0>", "<t1>", ...; no tokenizer model):
+     * enough for drafters that check that two models share a vocabulary */
+    char *tok_text = malloc((size_t)sh->n_vocab * 12);
+    copse_str *tok_strs = malloc(sizeof *tok_strs * sh->n_vocab);
+    if (!tok_text || !tok_strs) {
+        free(tok_text);
+        free(tok_strs);
+        copse__gguf_writer_destroy(w);
+        return 1;
+    }
+    for (uint32_t t = 0, at = 0; t < sh->n_vocab; t++) {
+        int len = snprintf(tok_text + at, 12, "<t%u>", t);
+        tok_strs[t] = (copse_str){.ptr = tok_text + at, .len = (uint64_t)len};
+        at += (uint32_t)len;
+    }
+    copse_gguf_kv tokens = {.key = {.ptr = "tokenizer.ggml.tokens", .len = 21}, .type = COPSE_GGUF_ARRAY};
+    tokens.v.arr = (copse_gguf_array){.type = COPSE_GGUF_STRING, .n = sh->n_vocab, .strs = tok_strs};
+    st = st ? st : copse__gguf_writer_add_kv(w, &tokens);
+
     /* tensor list and each one's type */
     size_t n_tensors = 2 + (sh->tied ? 0 : 1) + 9 * (size_t)n_layer, k = 0;
     uint32_t *types = calloc(n_tensors, sizeof *types);
     if (!types) {
+        free(tok_text);
+        free(tok_strs);
         copse__gguf_writer_destroy(w);
         return 1;
     }
@@ -237,6 +259,8 @@ int copse__cmd_random_model(int argc, char **argv)
     if (isatty(STDERR_FILENO))
         fprintf(stderr, "\n");
     free(types);
+    free(tok_text);
+    free(tok_strs);
     copse__gguf_writer_destroy(w);
     if (st != COPSE_OK) {
         fprintf(stderr, "copse random-model: %s\n", err[0] ? err : copse_strerror(st));

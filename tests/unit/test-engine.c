@@ -5,7 +5,8 @@
  * 1. Lossless, greedy: for 50 prompts, speculative greedy output equals
  *    plain greedy output (computed here with the forward pass directly,
  *    not through the engine) bit for bit, for 128 new tokens, with every
- *    drafter alone and merged, one request at a time and in batches of 8
+ *    drafter alone (ngram, suffix, layerskip:1, model:DRAFT.gguf — argv[2],
+ *    the model's first layer made by `copse slice`) and merged, one request at a time and in batches of 8
  *    mixed-length requests (the adaptive budget on; alone with the full
  *    budget every step); plain requests through the engine too.
  * 2. KV correctness: after many steps with rejections, every running
@@ -113,7 +114,8 @@ static void plain_greedy(copse_forward *f, const prompt *p, copse_token *out, in
     copse__kvcache_seq_free(kv, seq);
 }
 
-static const char *const specs[] = {"ngram", "suffix"};
+static char model_spec[4096];
+static const char *specs[] = {"ngram", "suffix", "layerskip:1", model_spec};
 
 static copse_engine *make_engine(copse_forward *f, int32_t max_running, int32_t step_tokens, bool adaptive)
 {
@@ -122,7 +124,8 @@ static copse_engine *make_engine(copse_forward *f, int32_t max_running, int32_t 
     ep.max_running = max_running;
     ep.step_tokens = step_tokens;
     ep.drafters = specs;
-    ep.n_drafters = 2;
+    ep.n_drafters = 4;
+    ep.gguf = g_model;
     ep.spec_nodes = 16;
     ep.spec_depth = 8;
     copse_engine *e = NULL;
@@ -189,8 +192,9 @@ static void test_lossless_greedy(copse_forward *f)
 {
     copse_engine *e1 = make_engine(f, 1, 512, false);
     copse_engine *e8 = make_engine(f, 8, 512, true);
-    static const uint32_t masks[] = {0, 1, 2, 3};
-    static const char *const names[] = {"plain", "ngram", "suffix", "ngram+suffix"};
+    static const uint32_t masks[] = {0, 1, 2, 3, 4, 8, 15};
+    static const char *const names[] = {"plain", "ngram", "suffix", "ngram+suffix", "layerskip:1", "model:slice",
+                                        "all four"};
     outbuf out[8];
     uint64_t all_accepted = 0;
     for (size_t m = 0; m < sizeof masks / sizeof masks[0]; m++) {
@@ -387,7 +391,7 @@ static void test_bad_input(copse_forward *f)
     CHECK_STATUS(copse__engine_submit(e, &rp, NULL, &id, err, sizeof err), COPSE_EINVAL);
     CHECK(strstr(err, "max_tokens") != NULL);
     rp.max_tokens = 4;
-    rp.drafters = 4; /* no drafter 2 */
+    rp.drafters = 16; /* no drafter 4 */
     CHECK_STATUS(copse__engine_submit(e, &rp, NULL, &id, err, sizeof err), COPSE_EINVAL);
     rp.drafters = 1;
     rp.spec_nodes = 1 << 20;
@@ -421,11 +425,12 @@ static void test_bad_input(copse_forward *f)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        fprintf(stderr, "usage: test-engine MODEL.gguf [--quick]\n");
+    if (argc < 3) {
+        fprintf(stderr, "usage: test-engine MODEL.gguf DRAFT.gguf [--quick]\n");
         return 2;
     }
-    if (argc > 2 && !strcmp(argv[2], "--quick")) {
+    snprintf(model_spec, sizeof model_spec, "model:%s", argv[2]);
+    if (argc > 3 && !strcmp(argv[3], "--quick")) {
         n_prompts = 12;
         n_new = 40;
     }
