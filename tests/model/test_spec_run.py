@@ -81,8 +81,23 @@ def main():
                     accepted_rep[draft] += accepted
     for draft, n in accepted_rep.items():
         print(f"     {draft}: {n} tokens accepted over the repetitive prompts")
-    bad = run("--temp", 0, "-n", 4, "-p", "x", "--draft", "nonsense")
-    check(bad.returncode != 0 and b"nonsense" in bad.stderr, "an unknown drafter is refused with a message")
+    # bad input: each refused with a message naming the problem
+    build = os.environ.get("COPSE_BUILD_ROOT", "build")
+    tiny = os.path.join(build, "tests", "tiny-q8_0-1layer.gguf")
+    cases = [
+        (["--draft", "nonsense"], b"nonsense"),
+        (["--draft", "layerskip:30"], b"the target has 30 layers"),
+        (["--draft", "layerskip:0"], b"layerskip"),
+        (["--spec-nodes", "0"], b"--spec-nodes"),
+        (["--spec-nodes", "1000000"], b"--spec-nodes"),
+        (["--draft", "model:/nonexistent/draft.gguf"], b"/nonexistent/draft.gguf"),
+    ]
+    if os.path.exists(tiny):  # a model with another vocabulary
+        cases.append((["--draft", "model:" + tiny], b"vocabularies must match"))
+    for args, want in cases:
+        bad = run("--temp", 0, "-n", 4, "-p", "x", *args)
+        check(bad.returncode != 0 and want in bad.stderr,
+              f"{' '.join(args)} is refused with a message ({bad.stderr.decode(errors='replace').strip()[-120:]!r})")
     print(f"{failures} failure(s)")
     return 1 if failures else 0
 
