@@ -14,9 +14,10 @@
  * The same test must reject a deliberately wrong verifier (no residual after
  * rejections), so it is known to have power.
  *
- * Drafters with a real q (model drafters) are tested the same way in
- * tests/model once such a drafter exists; the verifier's own chi-square
- * tests (test-verify) cover synthetic q.
+ * Two drafters: ngram (deterministic, one-hot q) and model:DRAFT (argv[2],
+ * the model's first layer: its children are sampled from its q and carry
+ * it). The wrong verifiers: no residual (for ngram) and one that ignores q
+ * (for the model drafter).
  *
  * Thresholds: tests/unit/stats.h (false alarm 1e-6 per statistic, cells
  * with expected count below 5 pooled).
@@ -34,7 +35,7 @@
 
 #define V 16
 #define N_PROMPT 24
-#define N_SAMPLES 8000
+#define N_SAMPLES 4000
 
 static copse_gguf *g_model;
 static copse_forward *g_fwd;
@@ -70,9 +71,12 @@ typedef struct sample {
 } sample;
 
 /* Run N_SAMPLES requests; fills samples, returns accepted nodes in total. */
-static uint64_t run_engine(float t, int32_t width, copse_verify_fault fault, sample *samples, uint64_t *proposed)
+static char model_spec[4096];
+
+static uint64_t run_engine(const char *spec, float t, int32_t width, copse_verify_fault fault, sample *samples,
+                           uint64_t *proposed)
 {
-    static const char *const specs[] = {"ngram"};
+    const char *specs[] = {spec};
     copse_engine_params ep = copse__engine_default_params();
     ep.max_running = 64;
     ep.step_tokens = 1024;
@@ -84,6 +88,7 @@ static uint64_t run_engine(float t, int32_t width, copse_verify_fault fault, sam
     ep.max_branch = width;
     ep.adaptive = false;
     ep.verify_fault = fault;
+    ep.gguf = g_model;
     copse_engine *e = NULL;
     char err[256];
     CHECK_STATUS(copse__engine_create(g_fwd, &ep, &e, err, sizeof err), COPSE_OK);
@@ -177,10 +182,11 @@ static double score(const sample *s, const char *what)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        fprintf(stderr, "usage: test-engine-mss MODEL.gguf (a 16-token vocabulary)\n");
+    if (argc < 3) {
+        fprintf(stderr, "usage: test-engine-mss MODEL.gguf DRAFT.gguf (a 16-token vocabulary; the draft: its slice)\n");
         return 2;
     }
+    snprintf(model_spec, sizeof model_spec, "model:%s", argv[2]);
     char err[256];
     if (copse__gguf_open(argv[1], &g_model, err, sizeof err) != COPSE_OK) {
         fprintf(stderr, "%s: %s\n", argv[1], err);
@@ -221,26 +227,36 @@ int main(int argc, char **argv)
     sample *samples = malloc(sizeof *samples * N_SAMPLES);
     static const float temps[] = {0.7f, 1.0f};
     static const int32_t widths[] = {1, 3};
+    /* a deterministic drafter (one-hot q) and one whose drafts are sampled
+     * from a real q (the model's first layer as a draft model); the wrong
+     * verifier for each: no residual after rejections, and ignoring q */
+    const char *const drafters[2] = {"ngram", model_spec};
+    static const copse_verify_fault wrong[2] = {COPSE_VERIFY_FAULT_NO_RESIDUAL, COPSE_VERIFY_FAULT_IGNORE_Q};
+    static const char *const wrong_name[2] = {"no residual", "ignores q"};
     for (int ti = 0; ti < 2; ti++) {
         exact(temps[ti]);
-        for (int wi = 0; wi < 2; wi++) {
-            uint64_t proposed = 0;
-            uint64_t accepted = run_engine(temps[ti], widths[wi], COPSE_VERIFY_FAULT_NONE, samples, &proposed);
-            char what[96];
-            snprintf(what, sizeof what, "T %.1f width %d (proposed %llu, accepted %llu)", temps[ti], widths[wi],
-                     (unsigned long long)proposed, (unsigned long long)accepted);
-            double r = score(samples, what);
-            CHECK(r < 1.0);
-            CHECK(accepted > N_SAMPLES / 20); /* speculation really happened */
-            CHECK(proposed > accepted);        /* and was rejected too */
-            if (ti == 1) {
-                proposed = 0;
-                run_engine(temps[ti], widths[wi], COPSE_VERIFY_FAULT_NO_RESIDUAL, samples, &proposed);
-                snprintf(what, sizeof what, "WRONG verifier (no residual), T %.1f width %d", temps[ti], widths[wi]);
-                r = score(samples, what);
-                CHECK(r > 1.0); /* the test has power */
+        for (int di = 0; di < 2; di++)
+            for (int wi = 0; wi < 2; wi++) {
+                uint64_t proposed = 0;
+                uint64_t accepted =
+                    run_engine(drafters[di], temps[ti], widths[wi], COPSE_VERIFY_FAULT_NONE, samples, &proposed);
+                char what[160];
+                snprintf(what, sizeof what, "%s T %.1f width %d (proposed %llu, accepted %llu)",
+                         di ? "model:slice" : "ngram", temps[ti], widths[wi], (unsigned long long)proposed,
+                         (unsigned long long)accepted);
+                double r = score(samples, what);
+                CHECK(r < 1.0);
+                CHECK(accepted > N_SAMPLES / 20); /* speculation really happened */
+                CHECK(proposed > accepted);        /* and was rejected too */
+                if (ti == 1) {
+                    proposed = 0;
+                    run_engine(drafters[di], temps[ti], widths[wi], wrong[di], samples, &proposed);
+                    snprintf(what, sizeof what, "WRONG verifier (%s), %s T %.1f width %d", wrong_name[di],
+                             di ? "model:slice" : "ngram", temps[ti], widths[wi]);
+                    r = score(samples, what);
+                    CHECK(r > 1.0); /* the test has power */
+                }
             }
-        }
     }
     free(samples);
     copse__sampler_destroy(g_sampler);
