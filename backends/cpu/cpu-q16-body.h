@@ -18,6 +18,10 @@
  * on 8 lanes at once, lane b % 8, exactly the scalar sequence. A short last
  * group pads its sums with 0 and its terms with -0.0 (x + -0.0 == x). So a
  * (row, token) result never depends on the tile it was computed in.
+ *
+ * From PANEL_MIN_TOK tokens on, the AVX-512 variants take Q8_0 / Q4_0 /
+ * Q4_1 rows in 16-row panels instead (rows in lanes, see "panels" below);
+ * rows left over (fewer than 16) still go through the tiles.
  */
 
 /* ---------------------------------------------------------------- helpers */
