@@ -18,6 +18,10 @@
  * on 8 lanes at once, lane b % 8, exactly the scalar sequence. A short last
  * group pads its sums with 0 and its terms with -0.0 (x + -0.0 == x). So a
  * (row, token) result never depends on the tile it was computed in.
+ *
+ * From PANEL_MIN_TOK tokens on, the AVX-512 variants take Q8_0 / Q4_0 /
+ * Q4_1 rows in 16-row panels instead (rows in lanes, see "panels" below);
+ * rows left over (fewer than 16) still go through the tiles.
  */
 
 /* ---------------------------------------------------------------- helpers */
@@ -313,6 +317,145 @@ static inline __attribute__((always_inline)) void SFX(tile)(const uint8_t *row0,
             out[(size_t)t * out_stride + (size_t)i] = SFX(hsum8)(acc[i][t]);
 }
 
+/* ---------------------------------------------------------------- panels */
+
+#if Q16_ISA != 0
+/* Rows in lanes, for several tokens (AVX-512 levels; Q8_0, Q4_0, Q4_1):
+ * a panel of 16 rows is walked block by block; the block's weights are
+ * transposed so that lane r of W[p] holds row r's elements 2p and 2p + 1 as
+ * two int16, and each token's pair p is broadcast against it, so a block's
+ * 16 exact int32 sums (one per row) come out of 16 multiply-adds with no
+ * horizontal reduction. The float part is cpu-kernels.h's canonical term
+ * for 16 rows at once; term b goes to the token's accumulator b % 8 (16
+ * rows each), and the final reduction is the canonical one, lane-wise. So
+ * every (row, token) result is the same sequence of float operations as in
+ * the tiles above and the scalar reference. */
+
+/* 16-byte chunks at p + r * stride (r = 0..15) transposed to dwords:
+ * lane r of o[q] = dword q of row r's chunk. */
+static inline __attribute__((always_inline)) void SFX(t16x4)(const uint8_t *p, size_t stride, __m512i o[4])
+{
+    __m512i z[4];
+    for (int k = 0; k < 4; k++) {
+        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(p + (size_t)k * stride)));
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(p + (size_t)(k + 4) * stride)), 1);
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(p + (size_t)(k + 8) * stride)), 2);
+        z[k] = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(p + (size_t)(k + 12) * stride)), 3);
+    }
+    __m512i t0 = _mm512_unpacklo_epi32(z[0], z[1]), t1 = _mm512_unpackhi_epi32(z[0], z[1]);
+    __m512i t2 = _mm512_unpacklo_epi32(z[2], z[3]), t3 = _mm512_unpackhi_epi32(z[2], z[3]);
+    o[0] = _mm512_unpacklo_epi64(t0, t2);
+    o[1] = _mm512_unpackhi_epi64(t0, t2);
+    o[2] = _mm512_unpacklo_epi64(t1, t3);
+    o[3] = _mm512_unpackhi_epi64(t1, t3);
+}
+
+/* Block b of 16 rows: W[p] (pairs of int16, see above), dw = the rows'
+ * scales, mw = their mins (Q4_1; else unused). */
+static inline __attribute__((always_inline)) void SFX(pwblock)(const uint8_t *row0, size_t stride, int64_t b,
+                                                              const int kind, __m512i W[16], __m512 *dw,
+                                                              __m512 *mw)
+{
+    const size_t bsz = KIND_BSZ(kind);
+    const uint8_t *blk = row0 + (size_t)b * bsz;
+    __m512i h[4], q[8];
+    SFX(t16x4)(blk, stride, h); /* d (and m) in the first dword */
+    *dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(h[0]));
+    *mw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(h[0], 16)));
+    if (kind == K_Q8_0) {
+        /* bytes 4j, 4j + 1 (and 4j + 2, 4j + 3) of each dword, sign-extended */
+        const __m512i sa = _mm512_broadcast_i32x4(
+            _mm_setr_epi8(-128, 0, -128, 1, -128, 4, -128, 5, -128, 8, -128, 9, -128, 12, -128, 13));
+        const __m512i sb = _mm512_broadcast_i32x4(
+            _mm_setr_epi8(-128, 2, -128, 3, -128, 6, -128, 7, -128, 10, -128, 11, -128, 14, -128, 15));
+        SFX(t16x4)(blk + 2, stride, q);
+        SFX(t16x4)(blk + 18, stride, q + 4);
+        for (int j = 0; j < 8; j++) {
+            W[2 * j] = _mm512_srai_epi16(_mm512_shuffle_epi8(q[j], sa), 8);
+            W[2 * j + 1] = _mm512_srai_epi16(_mm512_shuffle_epi8(q[j], sb), 8);
+        }
+        return;
+    }
+    /* Q4: byte i holds element i (low nibble) and i + 16 (high nibble) */
+    const __m512i sa = _mm512_broadcast_i32x4(
+        _mm_setr_epi8(0, -128, 1, -128, 4, -128, 5, -128, 8, -128, 9, -128, 12, -128, 13, -128));
+    const __m512i sb = _mm512_broadcast_i32x4(
+        _mm_setr_epi8(2, -128, 3, -128, 6, -128, 7, -128, 10, -128, 11, -128, 14, -128, 15, -128));
+    const __m512i m = _mm512_set1_epi16(0x0f), off = _mm512_set1_epi16(kind == K_Q4_0 ? 8 : 0);
+    SFX(t16x4)(blk + (kind == K_Q4_0 ? 2 : 4), stride, q);
+    for (int j = 0; j < 4; j++) {
+        __m512i a = _mm512_shuffle_epi8(q[j], sa), c = _mm512_shuffle_epi8(q[j], sb);
+        W[2 * j] = _mm512_and_si512(a, m);
+        W[2 * j + 1] = _mm512_and_si512(c, m);
+        W[8 + 2 * j] = _mm512_srli_epi16(a, 4);
+        W[8 + 2 * j + 1] = _mm512_srli_epi16(c, 4);
+        if (kind == K_Q4_0)
+            for (int u = 0; u < 4; u++)
+                W[(u / 2) * 8 + 2 * j + u % 2] = _mm512_sub_epi16(W[(u / 2) * 8 + 2 * j + u % 2], off);
+    }
+}
+
+/* Pair p of block b of a Q16 row (pairs layout) as a broadcast dword. */
+static inline __m512i SFX(xpair)(const int16_t *qs, int64_t base, int64_t half, int p)
+{
+    int32_t v;
+    memcpy(&v, qs + base + (p >= 8 ? half : 0) + 2 * (p % 8), 4);
+    return _mm512_set1_epi32(v);
+}
+
+#define PANEL_TOK 16 /* tokens per pass over a panel's weights */
+
+/* 16 rows x nt (<= PANEL_TOK) tokens. */
+static inline __attribute__((always_inline)) void SFX(panel)(const uint8_t *row0, size_t w_stride,
+                                                            const copse_cpu_q16_row *x, int nt, int64_t nb,
+                                                            const int kind, float *out, size_t out_stride)
+{
+    __m512 acc[PANEL_TOK][8];
+    for (int t = 0; t < nt; t++)
+        for (int l = 0; l < 8; l++)
+            acc[t][l] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        __m512i W[16];
+        __m512 dw, mw;
+        SFX(pwblock)(row0, w_stride, b, kind, W, &dw, &mw);
+        const int lone = nb % 2 == 1 && b == nb - 1;
+        const int64_t base = lone ? b * COPSE_CPU_QK : (b / 2) * 64 + (b % 2) * 16, half = lone ? 16 : 32;
+        int t = 0;
+        for (; t + 4 <= nt; t += 4) {
+            __m512i s[4];
+            for (int u = 0; u < 4; u++)
+                s[u] = _mm512_setzero_si512();
+            for (int p = 0; p < 16; p++)
+                for (int u = 0; u < 4; u++)
+                    s[u] = Q16_DOT(s[u], W[p], SFX(xpair)(x[t + u].qs, base, half, p));
+            for (int u = 0; u < 4; u++) {
+                __m512 tb = _mm512_mul_ps(_mm512_mul_ps(dw, _mm512_set1_ps(x[t + u].d[b])), _mm512_cvtepi32_ps(s[u]));
+                if (kind == K_Q4_1)
+                    tb = _mm512_add_ps(tb, _mm512_mul_ps(mw, _mm512_set1_ps(x[t + u].s[b])));
+                acc[t + u][b % 8] = _mm512_add_ps(acc[t + u][b % 8], tb);
+            }
+        }
+        for (; t < nt; t++) {
+            __m512i s0 = _mm512_setzero_si512(), s1 = s0;
+            for (int p = 0; p < 16; p += 2) {
+                s0 = Q16_DOT(s0, W[p], SFX(xpair)(x[t].qs, base, half, p));
+                s1 = Q16_DOT(s1, W[p + 1], SFX(xpair)(x[t].qs, base, half, p + 1));
+            }
+            __m512 tb = _mm512_mul_ps(_mm512_mul_ps(dw, _mm512_set1_ps(x[t].d[b])),
+                                      _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)));
+            if (kind == K_Q4_1)
+                tb = _mm512_add_ps(tb, _mm512_mul_ps(mw, _mm512_set1_ps(x[t].s[b])));
+            acc[t][b % 8] = _mm512_add_ps(acc[t][b % 8], tb);
+        }
+    }
+    for (int t = 0; t < nt; t++) {
+        __m512 s0 = _mm512_add_ps(acc[t][0], acc[t][4]), s1 = _mm512_add_ps(acc[t][1], acc[t][5]);
+        __m512 s2 = _mm512_add_ps(acc[t][2], acc[t][6]), s3 = _mm512_add_ps(acc[t][3], acc[t][7]);
+        _mm512_storeu_ps(out + (size_t)t * out_stride, _mm512_add_ps(_mm512_add_ps(s0, s2), _mm512_add_ps(s1, s3)));
+    }
+}
+#endif
+
 /* ---------------------------------------------------------------- drivers */
 
 /* All tokens for nr rows: tiles of 4 tokens, then 2, then 1. */
@@ -335,6 +478,21 @@ static inline __attribute__((always_inline)) void SFX(mm)(const uint8_t *w, size
                                                          const copse_cpu_q16_row *x, int64_t n_tok, int64_t nb,
                                                          float *out, size_t out_stride, const int kind)
 {
+#if Q16_ISA != 0
+    /* several tokens: 16-row panels, the rest in tiles */
+    if ((kind == K_Q8_0 || kind == K_Q4_0 || kind == K_Q4_1) && n_tok >= PANEL_MIN_TOK && n_rows >= 16) {
+        const int64_t np = n_rows / 16 * 16;
+        for (int64_t r = 0; r < np; r += 16)
+            for (int64_t t0 = 0; t0 < n_tok; t0 += PANEL_TOK) {
+                const int nt = n_tok - t0 < PANEL_TOK ? (int)(n_tok - t0) : PANEL_TOK;
+                SFX(panel)(w + (size_t)r * w_stride, w_stride, x + t0, nt, nb, kind,
+                           out + (size_t)t0 * out_stride + (size_t)r, out_stride);
+            }
+        w += (size_t)np * w_stride;
+        out += np;
+        n_rows -= np;
+    }
+#endif
     /* tokens in chunks of 16 (their activations stay in L1 while the
      * rows, a task's few KB of weights, are walked again per chunk) */
     for (int64_t t0 = 0; t0 < n_tok; t0 += 16) {

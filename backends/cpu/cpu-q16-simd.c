@@ -30,6 +30,13 @@ enum { K_Q8_0, K_Q4_0, K_Q4_1, K_Q4_K, K_Q5_0, K_Q5_1, K_Q6_K };
     ((kind) == K_Q8_0 ? 34 : (kind) == K_Q4_0 ? 18 : (kind) == K_Q4_1 ? 20 : (kind) == K_Q5_0 ? 22 : 24)
 #define KIND_HAS_MIN(kind) ((kind) == K_Q4_1 || (kind) == K_Q5_1 || (kind) == K_Q4_K)
 
+/* Token count from which the AVX-512 levels use 16-row panels (rows in
+ * lanes) instead of the row-major tiles for Q8_0 / Q4_0 / Q4_1: below it the
+ * panel's weight transpose costs more than it saves. */
+#ifndef PANEL_MIN_TOK
+#define PANEL_MIN_TOK 2
+#endif
+
 /* ---------------------------------------------------------------- AVX2 */
 
 #if defined(__clang__)

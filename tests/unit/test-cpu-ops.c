@@ -497,6 +497,62 @@ static void test_kernels_q16(void)
     q16_free(&m);
 }
 
+/* The multi-token paths of mm_q16 (16-row panels from a few tokens up, on
+ * the AVX-512 levels): every level bit-identical to the scalar kernel and
+ * to itself one token at a time, for 1..33 tokens, row counts around the
+ * panel size, odd and even block counts, and an output stride wider than
+ * the rows. */
+static void test_q16_multi_token(void)
+{
+    const copse_cpu_kernels *q8 = levels[COPSE_CPU_LEVEL_REF_Q8];
+    static const uint32_t types[] = {COPSE_Q_Q8_0, COPSE_Q_Q4_0, COPSE_Q_Q4_1, COPSE_Q_Q5_1};
+    static const int row_counts[] = {16, 17, 31, 32, 35, 48};
+    for (int l = COPSE_CPU_LEVEL_AVX2; l < COPSE_CPU_LEVEL_COUNT; l++) {
+        const copse_cpu_kernels *k = levels[l];
+        if (!k)
+            continue;
+        int bad = 0;
+        for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+            for (int nt = 1; nt <= 33; nt++) {
+                int nb = 1 + (int)rnd(20), rows = row_counts[rnd(6)];
+                if (nt <= 3)
+                    nb = nt; /* 1..3 blocks: lone last block, one pair */
+                const copse_qtype_traits *tr = copse__qtype_traits(types[ti]);
+                size_t stride = (size_t)(nb * 32) / tr->block_size * tr->type_size;
+                size_t os = (size_t)rows + 3;
+                uint8_t *w = xmalloc(stride * (size_t)rows);
+                fill_weights(types[ti], w, nb * 32, rows);
+                float *y = xmalloc((size_t)(nb * 32 * nt) * 4);
+                fill_f32(y, (size_t)(nb * 32 * nt), 2.0f);
+                if (nb >= 2)
+                    y[33] = -1e6f; /* an outlier block */
+                memset(y, 0, 32 * sizeof(float)); /* a zero block (d = 0) */
+                q16_mat a = q16_make(q8, y, nb * 32, nt), b = q16_make(k, y, nb * 32, nt);
+                float *o0 = xmalloc(os * (size_t)nt * 4), *o1 = xmalloc(os * (size_t)nt * 4);
+                float *o2 = xmalloc(os * (size_t)nt * 4);
+                q8->mm_q16[types[ti]](w, stride, rows, a.rows, nt, nb, o0, os);
+                k->mm_q16[types[ti]](w, stride, rows, b.rows, nt, nb, o1, os);
+                for (int t = 0; t < nt; t++)
+                    k->mm_q16[types[ti]](w, stride, rows, b.rows + t, 1, nb, o2 + (size_t)t * os, os);
+                for (int t = 0; t < nt; t++) {
+                    bad += bits_differ(o0 + (size_t)t * os, o1 + (size_t)t * os, (size_t)rows,
+                                       copse__qtype_name(types[ti]));
+                    bad += bits_differ(o0 + (size_t)t * os, o2 + (size_t)t * os, (size_t)rows, "one token");
+                }
+                q16_free(&a);
+                q16_free(&b);
+                free(o0);
+                free(o1);
+                free(o2);
+                free(y);
+                free(w);
+            }
+        }
+        fprintf(stderr, "q16 multi-token %s vs scalar: %d mismatches\n", k->name, bad);
+        CHECK_INT_EQ(bad, 0);
+    }
+}
+
 /* Q6_K at the int32 edge: every weight -32 with scales -128 and the
  * activations at -32767 make each half's scaled sum 128 * 16 * 32 * 32767
  * (just below 2^31), which the canonical order keeps exact; all levels agree
@@ -1632,6 +1688,7 @@ int main(int argc, char **argv)
     test_kernels();
     test_kernels_q16();
     test_q16_q6k_edge();
+    test_q16_multi_token();
     test_small_ops();
     test_kv_commit();
     test_attention();
