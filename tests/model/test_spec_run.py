@@ -27,10 +27,7 @@ PROMPTS = [
     ("Repeat after me: hello world hello world hello world hello world", True),
     ("red green blue red green blue red green blue red green", True),
     ("Once upon a time", False),
-    ("The capital of France is", False),
     ("Write a short poem about the sea.", False),  # the first token ends the turn: no steps
-    ("Q: What is 2 + 2?\nA:", False),
-    ("In machine learning, a transformer is", False),
     ("<|im_start|>user\nList three fruits.<|im_end|>\n<|im_start|>assistant\n", False),
     ("a", False),
 ]
