@@ -117,9 +117,10 @@ struct copse_engine {
     int32_t n_events, cap_events;
     copse_engine_stats st;
 
-    /* cost model of the adaptive budget (seconds, EMAs; 0: not measured) */
-    double t_share; /* a step's time per decoding request, steps without trees */
-    double t_row;   /* the extra time of one more tree row */
+    /* cost model of the adaptive budget: a step's time t = a + b * rows,
+     * fitted from exponentially weighted moments of (rows, seconds) over
+     * steps without prefill */
+    double m_n, m_r, m_t, m_rr, m_rt;
 };
 
 /* Before anything is measured: one extra row costs this share of a
@@ -750,18 +751,37 @@ static void draft_all(copse_engine *e)
     }
 }
 
+/* The fitted cost of one more row relative to a request's share of a plain
+ * step with n_dec decoding requests (ROW_COST_PRIOR until the fit is
+ * trustworthy: enough steps, enough spread in row counts, positive terms). */
+static double row_cost_ratio(const copse_engine *e, int32_t n_dec)
+{
+    if (e->m_n < 8)
+        return ROW_COST_PRIOR;
+    double var = e->m_rr - e->m_r * e->m_r;
+    if (!(var > 0.25))
+        return ROW_COST_PRIOR;
+    double b = (e->m_rt - e->m_r * e->m_t) / var, a = e->m_t - b * e->m_r;
+    double share = (a + b * n_dec) / n_dec;
+    if (!(b > 0) || !(share > 0))
+        return ROW_COST_PRIOR;
+    return b / share;
+}
+
 /* The adaptive budget: as many nodes as the recent accepted length makes
  * useful, or none while the expected gain does not pay for the rows. A
- * request's plain step yields 1 token for t_share seconds; b more rows cost
- * b * t_row and yield about acc_ema more tokens. */
-static int32_t step_budget(copse_engine *e, req *r)
+ * request's plain step yields 1 token for its share of the step; b more rows
+ * cost b times the fitted row cost and yield about acc_ema more tokens. With
+ * many requests a request's share is small, so under load speculation must
+ * earn more to run. */
+static int32_t step_budget(copse_engine *e, req *r, int32_t n_dec)
 {
     if (!e->p.adaptive || !r->p.drafters)
         return r->budget;
     int32_t b = (int32_t)(2.0f * r->acc_ema + 2.5f);
     if (b > r->budget)
         b = r->budget;
-    double ratio = e->t_share > 0 && e->t_row > 0 ? e->t_row / e->t_share : ROW_COST_PRIOR;
+    double ratio = row_cost_ratio(e, n_dec);
     if ((double)r->acc_ema > 1.1 * ratio * b) {
         r->paused = 0;
         return b;
@@ -771,21 +791,23 @@ static int32_t step_budget(copse_engine *e, req *r)
     return 0;
 }
 
-/* Update the cost model from one forward: rows, of which n_dec decoding
- * requests' roots, no prefill. */
-static void learn_cost(copse_engine *e, int32_t rows, int32_t n_dec, double seconds)
+/* Update the cost model from one forward over `rows` rows (no prefill). */
+static void learn_cost(copse_engine *e, int32_t rows, double seconds)
 {
-    if (n_dec < 1)
-        return;
-    if (rows == n_dec) {
-        double share = seconds / n_dec;
-        e->t_share = e->t_share > 0 ? 0.8 * e->t_share + 0.2 * share : share;
-    } else if (e->t_share > 0) {
-        double row = (seconds - n_dec * e->t_share) / (rows - n_dec);
-        if (row < 0)
-            row = 0;
-        e->t_row = e->t_row > 0 ? 0.8 * e->t_row + 0.2 * row : row;
+    const double w = 0.05; /* about the last 20 steps */
+    double r = rows;
+    if (e->m_n == 0) {
+        e->m_r = r;
+        e->m_t = seconds;
+        e->m_rr = r * r;
+        e->m_rt = r * seconds;
+    } else {
+        e->m_r += w * (r - e->m_r);
+        e->m_t += w * (seconds - e->m_t);
+        e->m_rr += w * (r * r - e->m_rr);
+        e->m_rt += w * (r * seconds - e->m_rt);
     }
+    e->m_n++;
 }
 
 /* Lay out this step's batch. Returns the number of rows (0: nothing to run).
@@ -810,7 +832,7 @@ static int32_t build(copse_engine *e, int32_t *n_seqs_out, int32_t *n_logits_out
         dec_left--;
         if (reserved + 1 + dec_left > e->step_tokens)
             continue; /* no room this step (more decoders than step tokens) */
-        int32_t budget = step_budget(e, r);
+        int32_t budget = step_budget(e, r, n_dec);
         int32_t room_rows = e->step_tokens - reserved - 1 - dec_left;
         if (budget > room_rows)
             budget = room_rows;
@@ -1095,8 +1117,8 @@ copse_status copse__engine_step(copse_engine *e, const copse_engine_event **even
                 n_dec += e->running[i]->kind == 1;
                 prefill += e->running[i]->kind == 2;
             }
-            if (!prefill)
-                learn_cost(e, n_rows, n_dec, dt);
+            if (!prefill && n_dec)
+                learn_cost(e, n_rows, dt);
             break;
         }
         if (st == COPSE_ENOSPACE && e->n_running > 1) {
