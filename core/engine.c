@@ -1052,14 +1052,15 @@ static void fail_all(copse_engine *e, copse_status st, const char *msg)
 }
 
 /* Move the requests ended outside settle (cancel, admission failures, engine
- * failures) into this step's events. */
-static void flush_ended(copse_engine *e)
+ * failures) into this step's events, which it closes: returns their count. */
+static int32_t flush_ended(copse_engine *e)
 {
     for (int32_t i = 0; i < e->n_ended; i++) {
         push_event(e, e->ended[i]);
         e->to_free[e->n_to_free++] = e->ended[i];
     }
     e->n_ended = 0;
+    return e->n_events;
 }
 
 copse_status copse__engine_step(copse_engine *e, const copse_engine_event **events, int32_t *n_events,
@@ -1076,8 +1077,7 @@ copse_status copse__engine_step(copse_engine *e, const copse_engine_event **even
 
     admit(e);
     if (e->n_running == 0) {
-        flush_ended(e);
-        *n_events = e->n_events;
+        *n_events = flush_ended(e);
         return COPSE_OK;
     }
 
@@ -1093,8 +1093,7 @@ copse_status copse__engine_step(copse_engine *e, const copse_engine_event **even
             else
                 i++;
         if (n_rows == 0) {
-            flush_ended(e);
-            *n_events = e->n_events;
+            *n_events = flush_ended(e);
             return COPSE_OK;
         }
         copse_fwd_batch b = {.n_tokens = n_rows,
@@ -1133,15 +1132,13 @@ copse_status copse__engine_step(copse_engine *e, const copse_engine_event **even
             fail(r, st, m2);
             end_now(e, r, COPSE_FINISH_ERROR);
             if (e->n_running == 0) {
-                flush_ended(e);
-                *n_events = e->n_events;
+                *n_events = flush_ended(e);
                 return COPSE_OK;
             }
             continue;
         }
         fail_all(e, st, msg);
-        flush_ended(e);
-        *n_events = e->n_events;
+        *n_events = flush_ended(e);
         return copse__errorf(err, err_size, st, "%s", msg);
     }
     e->st.steps++;
@@ -1167,8 +1164,7 @@ copse_status copse__engine_step(copse_engine *e, const copse_engine_event **even
     if ((st = copse__forward_kv_moves(e->f, e->moves, (int32_t)n_moves)) != COPSE_OK) {
         snprintf(msg, sizeof msg, "engine: KV moves failed: %s", copse_strerror(st));
         fail_all(e, st, msg);
-        flush_ended(e);
-        *n_events = e->n_events;
+        *n_events = flush_ended(e);
         return copse__errorf(err, err_size, st, "%s", msg);
     }
     /* give the scratch back; report and retire */
@@ -1189,8 +1185,7 @@ copse_status copse__engine_step(copse_engine *e, const copse_engine_event **even
         i++;
     }
     e->st.verify_s += now_s() - t0;
-    flush_ended(e);
-    *n_events = e->n_events;
+    *n_events = flush_ended(e);
     return COPSE_OK;
 }
 
