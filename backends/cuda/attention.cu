@@ -213,7 +213,7 @@ copse_status op_attention(copse_backend_queue *bq, const copse_tensor *qry, cons
     const size_t qs = qry->row_stride / sizeof(float), ostr = out->row_stride / sizeof(float);
     const bool k16 = k_pool->type == COPSE_Q_F16, v16 = v_pool->type == COPSE_Q_F16;
 #define ATT_(K, V)                                                                                                \
-    k_attention<K, V><<<grid, ATT_HEADS * COPSE_WARP, 0, q->stream>>>(am, qp, qs, tdev(k_pool), k_pool->row_stride, \
+    GPU_LAUNCH(grid, ATT_HEADS * COPSE_WARP, 0, q->stream, k_attention<K, V>)(am, qp, qs, tdev(k_pool), k_pool->row_stride, \
                                                                       tdev(v_pool), v_pool->row_stride, op, ostr)
     if (k16 && v16)
         ATT_(true, true);

@@ -41,6 +41,14 @@
 #define gpu_shfl(v, src) __shfl_sync(0xffffffffu, (v), (src), COPSE_WARP)
 #endif
 
+/* Kernel launch: GPU_LAUNCH(grid, block, shared_bytes, stream, kernel)(args).
+ * The one spelling of a launch in the backend, so that a vendor header can
+ * give it another meaning (the kernel name comes last: a template's commas
+ * stay inside __VA_ARGS__). */
+#ifndef GPU_LAUNCH
+#define GPU_LAUNCH(grid, block, shmem, stream, ...) __VA_ARGS__<<<(grid), (block), (shmem), (stream)>>>
+#endif
+
 #include <stddef.h>
 #include <stdint.h>
 

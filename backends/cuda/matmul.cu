@@ -95,10 +95,10 @@ static void launch(const copse_tensor *w, const copse_tensor *x, const copse_ten
     const bool vec = ((uintptr_t)xp % 16) == 0 && x->row_stride % 16 == 0;
     const size_t xs = x->row_stride / sizeof(float), os = out->row_stride / sizeof(float);
     if (vec)
-        k_matmul<TYPE, true><<<grid, MM_WARPS * COPSE_WARP, 0, s>>>(tdev(w), w->row_stride, n_rows, nb, xp, xs,
+        GPU_LAUNCH(grid, MM_WARPS * COPSE_WARP, 0, s, k_matmul<TYPE, true>)(tdev(w), w->row_stride, n_rows, nb, xp, xs,
                                                                     n_tok, (float *)(void *)tdev(out), os);
     else
-        k_matmul<TYPE, false><<<grid, MM_WARPS * COPSE_WARP, 0, s>>>(tdev(w), w->row_stride, n_rows, nb, xp, xs,
+        GPU_LAUNCH(grid, MM_WARPS * COPSE_WARP, 0, s, k_matmul<TYPE, false>)(tdev(w), w->row_stride, n_rows, nb, xp, xs,
                                                                      n_tok, (float *)(void *)tdev(out), os);
 }
 

@@ -137,7 +137,7 @@ copse_status op_embed(copse_backend_queue *bq, const copse_tensor *table, const 
         if (ty != COPSE_Q_F32 && ty != COPSE_Q_F16 && ty != COPSE_Q_BF16)
             return COPSE_EUNSUPPORTED;
         dim3 grid((unsigned)((d + ROW_THREADS - 1) / ROW_THREADS), grid_rows(n));
-        k_embed_plain<<<grid, ROW_THREADS, 0, q->stream>>>(tdev(table), table->row_stride, ty, di, n, d, o,
+        GPU_LAUNCH(grid, ROW_THREADS, 0, q->stream, k_embed_plain)(tdev(table), table->row_stride, ty, di, n, d, o,
                                                            fstride(out));
         return gpu_launch_check(q, "embed");
     }
@@ -145,7 +145,7 @@ copse_status op_embed(copse_backend_queue *bq, const copse_tensor *table, const 
     dim3 grid((unsigned)((nb + 127) / 128), grid_rows(n));
 #define EMBED_(T)                                                                                         \
     case T:                                                                                               \
-        k_embed_blocks<T><<<grid, 128, 0, q->stream>>>(tdev(table), table->row_stride, di, n, nb, o,        \
+        GPU_LAUNCH(grid, 128, 0, q->stream, k_embed_blocks<T>)(tdev(table), table->row_stride, di, n, nb, o,        \
                                                        fstride(out));                                     \
         break;
     switch (ty) {
@@ -190,7 +190,7 @@ copse_status op_rms_norm(copse_backend_queue *bq, const copse_tensor *x, const c
     copse_status st = gpu_enter(q, "rms_norm");
     if (st != COPSE_OK || x->ne[1] == 0)
         return st;
-    k_rms_norm<<<grid_rows(x->ne[1]), ROW_THREADS, 0, q->stream>>>((const float *)(void *)tdev(x), fstride(x),
+    GPU_LAUNCH(grid_rows(x->ne[1]), ROW_THREADS, 0, q->stream, k_rms_norm)((const float *)(void *)tdev(x), fstride(x),
                                                                    (const float *)(void *)tdev(w), eps, x->ne[1],
                                                                    x->ne[0], (float *)(void *)tdev(out), fstride(out));
     return gpu_launch_check(q, "rms_norm");
@@ -229,7 +229,7 @@ copse_status op_rope(copse_backend_queue *bq, const copse_tensor *x, const int32
         return st;
     const int pairs = p->n_heads * (p->head_dim / 2);
     dim3 grid((unsigned)((pairs + 127) / 128), grid_rows(n));
-    k_rope<<<grid, 128, 0, q->stream>>>((float *)(void *)tdev(x), fstride(x), (const int32_t *)dpos, n, p->n_heads,
+    GPU_LAUNCH(grid, 128, 0, q->stream, k_rope)((float *)(void *)tdev(x), fstride(x), (const int32_t *)dpos, n, p->n_heads,
                                         p->head_dim, p->mode == COPSE_ROPE_NEOX, p->theta_base, p->freq_scale);
     return gpu_launch_check(q, "rope");
 }
@@ -266,7 +266,7 @@ static copse_status binary(copse_backend_queue *bq, const copse_tensor *a, const
         return st;
     int64_t bx = (d + ROW_THREADS - 1) / ROW_THREADS;
     dim3 grid((unsigned)(bx < 64 ? bx : 64), grid_rows(n));
-    k_binary<SWIGLU><<<grid, ROW_THREADS, 0, q->stream>>>((const float *)(void *)tdev(a), fstride(a),
+    GPU_LAUNCH(grid, ROW_THREADS, 0, q->stream, k_binary<SWIGLU>)((const float *)(void *)tdev(a), fstride(a),
                                                           (const float *)(void *)tdev(b), fstride(b),
                                                           (float *)(void *)tdev(out), fstride(out), n, d);
     return gpu_launch_check(q, op);
@@ -321,7 +321,7 @@ copse_status op_kv_store(copse_backend_queue *bq, const copse_tensor *k, const c
         return st;
     const int64_t tot = k->ne[0] + v->ne[0];
     dim3 grid((unsigned)((tot + ROW_THREADS - 1) / ROW_THREADS), grid_rows(n));
-    k_kv_store<<<grid, ROW_THREADS, 0, q->stream>>>(
+    GPU_LAUNCH(grid, ROW_THREADS, 0, q->stream, k_kv_store)(
         (const float *)(void *)tdev(k), fstride(k), (const float *)(void *)tdev(v), fstride(v),
         (const int32_t *)dslots, n, k->ne[0], v->ne[0], tdev(k_pool), k_pool->row_stride, k_pool->type == COPSE_Q_F16,
         tdev(v_pool), v_pool->row_stride, v_pool->type == COPSE_Q_F16);
@@ -381,7 +381,7 @@ copse_status op_kv_commit(copse_backend_queue *bq, const copse_tensor *const *po
     if ((st = gpu_meta_push(q, META_ANY, pd.data(), pd.size() * sizeof(pool_desc), &dp, "kv_commit")) != COPSE_OK ||
         (st = gpu_meta_push(q, META_ANY, moves, (size_t)n_moves * sizeof *moves, &dm, "kv_commit")) != COPSE_OK)
         return st;
-    k_kv_commit<<<(unsigned)n_pools, ROW_THREADS, 0, q->stream>>>((const pool_desc *)dp,
+    GPU_LAUNCH((unsigned)n_pools, ROW_THREADS, 0, q->stream, k_kv_commit)((const pool_desc *)dp,
                                                                   (const copse_slot_move *)dm, n_moves);
     return gpu_launch_check(q, "kv_commit");
 }
@@ -461,7 +461,7 @@ copse_status op_argmax(copse_backend_queue *bq, const copse_tensor *logits, int3
         q->am_host = (int32_t *)h;
         q->am_cap = cap;
     }
-    k_argmax<<<grid_rows(n), ROW_THREADS, 0, q->stream>>>((const float *)(void *)tdev(logits), fstride(logits), n,
+    GPU_LAUNCH(grid_rows(n), ROW_THREADS, 0, q->stream, k_argmax)((const float *)(void *)tdev(logits), fstride(logits), n,
                                                           logits->ne[0], q->am_dev);
     if ((st = gpu_launch_check(q, "argmax")) != COPSE_OK)
         return st;
@@ -505,7 +505,7 @@ copse_status op_softmax(copse_backend_queue *bq, const copse_tensor *logits, flo
     copse_status st = gpu_enter(q, "softmax");
     if (st != COPSE_OK || n == 0)
         return st;
-    k_softmax<<<grid_rows(n), ROW_THREADS, 0, q->stream>>>((const float *)(void *)tdev(logits), fstride(logits),
+    GPU_LAUNCH(grid_rows(n), ROW_THREADS, 0, q->stream, k_softmax)((const float *)(void *)tdev(logits), fstride(logits),
                                                            inv_temp, n, logits->ne[0], (float *)(void *)tdev(out),
                                                            fstride(out));
     return gpu_launch_check(q, "softmax");
