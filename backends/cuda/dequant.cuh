@@ -37,7 +37,7 @@ static inline int64_t gpu_type_row_unit(uint32_t t)
     return t == COPSE_Q_Q4_K || t == COPSE_Q_Q5_K || t == COPSE_Q_Q6_K ? 256 : 32;
 }
 
-#if defined(__CUDACC__) || defined(__HIPCC__)
+#if COPSE_GPU_DEVICE_CODE
 
 static __device__ __forceinline__ void k4_scale_min(const unsigned char *s, int j, int *sc, int *mn)
 {

@@ -30,6 +30,8 @@
 
 #if defined(COPSE_GPU_HIP)
 #include "../hip/hip-vendor.h"
+#elif defined(COPSE_GPU_SIM)
+#include "../gpusim/sim-vendor.h"
 #else
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -45,6 +47,12 @@
  * The one spelling of a launch in the backend, so that a vendor header can
  * give it another meaning (the kernel name comes last: a template's commas
  * stay inside __VA_ARGS__). */
+/* Device code (kernels, __device__ helpers) is compiled by nvcc, hipcc, or
+ * the host compiler with the CPU simulator's vendor header. */
+#if defined(__CUDACC__) || defined(__HIPCC__) || defined(COPSE_GPU_SIM)
+#define COPSE_GPU_DEVICE_CODE 1
+#endif
+
 #ifndef GPU_LAUNCH
 #define GPU_LAUNCH(grid, block, shmem, stream, ...) __VA_ARGS__<<<(grid), (block), (shmem), (stream)>>>
 #endif
@@ -162,7 +170,7 @@ void *probe_kernel(void);
 
 /* ---------------------------------------------------------------- device code helpers */
 
-#if defined(__CUDACC__) || defined(__HIPCC__)
+#if COPSE_GPU_DEVICE_CODE
 static __device__ __forceinline__ float warp_sum(float v)
 {
     for (int o = COPSE_WARP / 2; o > 0; o /= 2)
