@@ -242,9 +242,14 @@ copse_backend_reg *copse_backend_opencl_reg(void);
  *                     has no device (e.g. no OpenCL platform), else "";
  *   "dev_last_error"  const char *(*)(copse_backend_dev *): the message of
  *                     the device's last failure (kernel build log, failed
- *                     allocation), else "". */
+ *                     allocation), else "";
+ *   "copy_bandwidth"  double (*)(copse_backend_dev *): the device memory's
+ *                     measured copy bandwidth in bytes/s (read + written
+ *                     bytes per second), 0 if unmeasured; the decode floor
+ *                     of `copse bench decode` on a device backend. */
 typedef const char *(*copse_backend_status_text_fn)(copse_backend_reg *reg);
 typedef const char *(*copse_backend_dev_last_error_fn)(copse_backend_dev *dev);
+typedef double (*copse_backend_copy_bandwidth_fn)(copse_backend_dev *dev);
 copse_backend_reg *copse_backend_cuda_reg(void); /* backends/cuda (COPSE_HAVE_CUDA) */
 copse_backend_reg *copse_backend_hip_reg(void);  /* the same sources through hipcc (COPSE_HAVE_HIP) */
 

@@ -7,6 +7,7 @@
  * speed does not depend on them.
  */
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,8 +43,9 @@ static void usage(FILE *f)
                "  decode       tokens/s generating --gen-tokens (default 64) one at a time, at context\n"
                "               depth 0 and at depth N\n"
                "  floor        decode tokens/s if every step only streamed its weights (and KV) once\n"
-               "               at the memory read bandwidth measured here\n"
-               "  verify cost  time of one pass over n = 1, 2, 4, 8, 16, 32 new tokens at depth N,\n"
+               "               at the memory bandwidth measured here (host: read bandwidth with the\n"
+               "               threads; a device backend: its device-to-device copy bandwidth)\n"
+               "  verify cost  time of one pass over n = 1, 2, 4, 8, 16, 32, 64 new tokens at depth N,\n"
                "               logits for all n, relative to n = 1\n"
                "--json prints one JSON object instead of the table.\n");
 }
@@ -243,7 +245,7 @@ int copse__cmd_bench(int argc, char **argv)
         fprintf(stderr, "copse bench: %s\n", err);
         return 1;
     }
-    enum { MAX_VERIFY = 32 };
+    enum { MAX_VERIFY = 64, N_VERIFY = 7 };
     copse_forward_params fp = copse__forward_default_params();
     fp.n_threads = threads;
     fp.max_seqs = 1;
@@ -288,13 +290,21 @@ int copse__cmd_bench(int argc, char **argv)
         2ull * hp->n_layer * hp->n_head_kv * hp->head_dim * (fp.kv_type == COPSE_Q_F16 ? 2 : 4);
     const uint64_t depth = (uint64_t)o.prompt_tokens;
 
+    /* a device backend measures its own memory; the CPU the host's */
+    copse_backend_copy_bandwidth_fn dev_bw = NULL;
+    if (dev->reg->iface.get_proc)
+        dev_bw = (copse_backend_copy_bandwidth_fn)(uintptr_t)dev->reg->iface.get_proc(dev->reg, "copy_bandwidth");
     if (!o.json)
-        fprintf(stderr, "copse bench: measuring memory bandwidth (%d threads)\n", threads);
-    const double bw = measure_bandwidth(threads);
+        fprintf(stderr, "copse bench: measuring memory bandwidth (%s)\n", dev_bw ? "device copy" : "host read");
+    const double bw = dev_bw ? dev_bw(dev) : measure_bandwidth(threads);
+    if (bw <= 0) {
+        fprintf(stderr, "copse bench: could not measure the memory bandwidth\n");
+        goto done;
+    }
 
     double *t = malloc(sizeof *t * (size_t)o.runs);
-    double prefill, decode0, decode_d, verify[6];
-    static const int verify_n[6] = {1, 2, 4, 8, 16, 32};
+    double prefill, decode0, decode_d, verify[N_VERIFY];
+    static const int verify_n[N_VERIFY] = {1, 2, 4, 8, 16, 32, 64};
     if (!o.json)
         fprintf(stderr, "copse bench: prefill\n");
     pass(&b, b.ids, 8, 1, 0); /* warm up */
@@ -321,7 +331,7 @@ int copse__cmd_bench(int argc, char **argv)
     reset(&b, 0);
     if (pass(&b, b.ids, o.prompt_tokens, 1, 1) < 0)
         goto done_t;
-    for (int k = 0; k < 6; k++) {
+    for (int k = 0; k < N_VERIFY; k++) {
         const int reps = o.runs < 5 ? 5 : o.runs;
         double *tv = malloc(sizeof *tv * (size_t)reps);
         for (int r = 0; r < reps; r++) {
@@ -348,6 +358,7 @@ int copse__cmd_bench(int argc, char **argv)
         copse__jw_i64(&w, "gen_tokens", o.gen_tokens);
         copse__jw_i64(&w, "runs", o.runs);
         copse__jw_f64(&w, "bandwidth_gb_s", bw / 1e9, true);
+        copse__jw_cstr(&w, "bandwidth_kind", dev_bw ? "device copy" : "host read");
         copse__jw_u64(&w, "weight_bytes", weight_bytes);
         copse__jw_f64(&w, "prefill_tok_s", prefill, true);
         copse__jw_f64(&w, "decode_tok_s", decode0, true);
@@ -357,13 +368,13 @@ int copse__cmd_bench(int argc, char **argv)
         copse__jw_f64(&w, "floor_decode_tok_s_at_depth", floor_d, true);
         copse__jw_i64(&w, "verify_depth", o.prompt_tokens);
         copse__jw_open(&w, "verify_ms", '{', true);
-        for (int k = 0; k < 6; k++) {
+        for (int k = 0; k < N_VERIFY; k++) {
             snprintf(key, sizeof key, "%d", verify_n[k]);
             copse__jw_f64(&w, key, verify[k] * 1e3, true);
         }
         copse__jw_close(&w, '}');
         copse__jw_open(&w, "verify_cost_ratio", '{', true);
-        for (int k = 0; k < 6; k++) {
+        for (int k = 0; k < N_VERIFY; k++) {
             snprintf(key, sizeof key, "%d", verify_n[k]);
             copse__jw_f64(&w, key, verify[k] / verify[0], true);
         }
@@ -373,7 +384,7 @@ int copse__cmd_bench(int argc, char **argv)
         printf("model       %s\n", o.model);
         printf("backend     %s\n", o.backend ? o.backend : "cpu");
         printf("threads     %d\n", threads);
-        printf("bandwidth   %.1f GB/s (read, measured)\n", bw / 1e9);
+        printf("bandwidth   %.1f GB/s (%s, measured)\n", bw / 1e9, dev_bw ? "device copy" : "host read");
         printf("weights     %.1f MiB read per decode step\n", weight_bytes / 1048576.0);
         printf("prefill     %8.1f tokens/s (%d tokens)\n", prefill, o.prompt_tokens);
         printf("decode      %8.1f tokens/s at depth 0   (floor %.1f, %3.0f%%)\n", decode0, floor0,
@@ -381,7 +392,7 @@ int copse__cmd_bench(int argc, char **argv)
         printf("decode      %8.1f tokens/s at depth %d (floor %.1f, %3.0f%%)\n", decode_d, o.prompt_tokens, floor_d,
                100 * decode_d / floor_d);
         printf("verify at depth %d: n, ms, cost relative to n = 1\n", o.prompt_tokens);
-        for (int k = 0; k < 6; k++)
+        for (int k = 0; k < N_VERIFY; k++)
             printf("  %2d  %8.2f  %5.2fx\n", verify_n[k], verify[k] * 1e3, verify[k] / verify[0]);
     }
     rc = 0;

@@ -444,10 +444,18 @@ static const copse_backend_dev_i gpu_dev_i = {
 static size_t reg_dev_count(copse_backend_reg *reg);
 static copse_backend_dev *reg_dev_get(copse_backend_reg *reg, size_t i);
 
+static void *reg_get_proc(copse_backend_reg *reg, const char *name)
+{
+    (void)reg;
+    if (strcmp(name, "copy_bandwidth") == 0)
+        return (void *)(uintptr_t)gpu_copy_bandwidth;
+    return NULL;
+}
+
 static copse_backend_reg gpu_reg = {
     /* .api_version = */ COPSE_BACKEND_API_VERSION,
     /* .name = */ COPSE_GPU_NAME,
-    /* .iface = */ {reg_dev_count, reg_dev_get, NULL},
+    /* .iface = */ {reg_dev_count, reg_dev_get, reg_get_proc},
     /* .ctx = */ NULL,
 };
 

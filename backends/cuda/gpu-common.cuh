@@ -164,6 +164,10 @@ copse_status op_kv_commit(copse_backend_queue *q, const copse_tensor *const *poo
 copse_status op_argmax(copse_backend_queue *q, const copse_tensor *logits, int32_t *argmax);
 copse_status op_softmax(copse_backend_queue *q, const copse_tensor *logits, float inv_temp, const copse_tensor *out);
 
+/* Measured device-to-device copy bandwidth in bytes/s (2n / time for n
+ * bytes copied), 0 if it could not be measured (bandwidth.cu). */
+double gpu_copy_bandwidth(copse_backend_dev *dev);
+
 /* A kernel whose attributes tell whether the binary holds code for the
  * device (ops.cu). */
 void *probe_kernel(void);

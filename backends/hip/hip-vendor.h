@@ -49,10 +49,17 @@
 #define cudaErrorAssert hipErrorAssert
 
 #define cudaMemcpyHostToDevice hipMemcpyHostToDevice
+#define cudaMemcpyDeviceToDevice hipMemcpyDeviceToDevice
 #define cudaMemcpyDeviceToHost hipMemcpyDeviceToHost
 #define cudaHostAllocDefault hipHostMallocDefault
 
 #define cudaDeviceSynchronize hipDeviceSynchronize
+#define cudaEventCreate hipEventCreate
+#define cudaEventDestroy hipEventDestroy
+#define cudaEventElapsedTime hipEventElapsedTime
+#define cudaEventRecord hipEventRecord
+#define cudaEventSynchronize hipEventSynchronize
+#define cudaMemsetAsync hipMemsetAsync
 #define cudaFree hipFree
 #define cudaFreeHost hipHostFree
 #define cudaFuncGetAttributes(attr, fn) hipFuncGetAttributes((attr), (const void *)(fn))
