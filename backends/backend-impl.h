@@ -189,6 +189,15 @@ typedef struct copse_backend_queue_i {
     copse_status (*softmax)(copse_backend_queue *q, const copse_tensor *logits, float inv_temp,
                             const copse_tensor *out);
 
+    /* A forward step of n_tokens tokens: the ops the core submits between
+     * step_begin and step_end form one step, which a device backend may
+     * record and replay as a whole (CUDA graphs). step_end comes before the
+     * core waits for or reads any result of the step; ok = false after a
+     * failed op (the backend drops what it recorded). Ops keep their
+     * contract inside a step. (optional: both or neither) */
+    copse_status (*step_begin)(copse_backend_queue *q, int32_t n_tokens);
+    copse_status (*step_end)(copse_backend_queue *q, bool ok);
+
     /* Capabilities (optional: false when left out of the initializer). */
     bool attention_scratch_base; /* attention honors copse_attn_batch.base */
 } copse_backend_queue_i;

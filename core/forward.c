@@ -498,6 +498,12 @@ static copse_status plan_positions(copse_forward *f, const copse_fwd_batch *b, c
     return COPSE_OK;
 }
 
+/* The end of a step's ops (backend-impl.h, step_begin/step_end). */
+static copse_status step_end(copse_backend_queue *q, bool ok)
+{
+    return q->iface.step_end ? q->iface.step_end(q, ok) : COPSE_OK;
+}
+
 copse_status copse__forward_run(copse_forward *f, const copse_fwd_batch *b, float *logits, char *err,
                                 size_t err_size)
 {
@@ -550,6 +556,8 @@ copse_status copse__forward_run(copse_forward *f, const copse_fwd_batch *b, floa
             goto device_error;     \
     } while (0)
 
+    if (op->step_begin && (st = op->step_begin(q, b->n_tokens)) != COPSE_OK)
+        goto device_error;
     OP_(op->embed(q, &f->tok_embd, b->tokens, b->n_tokens, &x));
     const uint32_t n_layers = b->n_layers ? b->n_layers : hp->n_layer;
     for (uint32_t l = 0; l < n_layers; l++) {
@@ -580,15 +588,18 @@ copse_status copse__forward_run(copse_forward *f, const copse_fwd_batch *b, floa
         OP_(op->embed(q, &x, b->logit_rows, b->n_logits, &sel)); /* gather the wanted rows */
         OP_(op->rms_norm(q, &sel, &f->out_norm, hp->rms_eps, &sel));
         OP_(op->matmul(q, b->head ? &b->head->w : &f->output, &sel, &lg));
+        OP_(step_end(q, true));
         OP_(op->synchronize(q));
         OP_(a->iface.download(a, f->off_logits, logits, (size_t)b->n_logits * (size_t)n_out * sizeof(float)));
     } else {
+        OP_(step_end(q, true));
         OP_(op->synchronize(q));
     }
 #undef OP_
     return COPSE_OK;
 
 device_error:
+    (void)step_end(q, false);
     return copse__errorf(err, err_size, st, "device error during the forward pass: %s", copse_strerror(st));
 }
 

@@ -268,8 +268,10 @@ static void queue_destroy(copse_backend_queue *bq)
     if (!bq)
         return;
     gpu_queue *q = (gpu_queue *)bq->ctx;
-    if (cudaSetDevice(q->gd->id) == cudaSuccess && q->stream)
+    if (cudaSetDevice(q->gd->id) == cudaSuccess && q->stream) {
+        gpu_graph_destroy(q);
         (void)cudaStreamSynchronize(q->stream);
+    }
     if (q->stream)
         (void)cudaStreamDestroy(q->stream);
     if (q->meta_dev)
@@ -295,6 +297,8 @@ static copse_status queue_synchronize(copse_backend_queue *bq)
 {
     gpu_queue *q = (gpu_queue *)bq->ctx;
     copse_status st = gpu_enter(q, "synchronize");
+    if (st == COPSE_OK)
+        st = gpu_capture_break(q, "synchronize");
     if (st == COPSE_OK)
         st = gpu_check(q->gd, cudaStreamSynchronize(q->stream), "synchronize", "cudaStreamSynchronize");
     if (st == COPSE_OK)
@@ -334,7 +338,10 @@ copse_status gpu_meta_push(gpu_queue *q, meta_kind kind, const void *src, size_t
     size_t off = (q->meta_off + 255) & ~(size_t)255;
     if (off + n > q->meta_cap) {
         /* the arena is full: wait until the stream has read it, start over */
-        copse_status st = gpu_check(q->gd, cudaStreamSynchronize(q->stream), op, "cudaStreamSynchronize");
+        copse_status st = gpu_capture_break(q, op);
+        if (st != COPSE_OK)
+            return st;
+        st = gpu_check(q->gd, cudaStreamSynchronize(q->stream), op, "cudaStreamSynchronize");
         if (st != COPSE_OK)
             return st;
         meta_reset(q);
@@ -377,6 +384,8 @@ static const copse_backend_queue_i gpu_queue_i = {
     /* .kv_commit = */ op_kv_commit,
     /* .argmax = */ op_argmax,
     /* .softmax = */ op_softmax,
+    /* .step_begin = */ gpu_step_begin,
+    /* .step_end = */ gpu_step_end,
     /* .attention_scratch_base = */ false, /* copse_attn_batch.base not implemented yet */
 };
 
@@ -404,6 +413,7 @@ static copse_status dev_queue_create(copse_backend_dev *dev, int n_threads, cops
     q->base.dev = dev;
     q->base.ctx = q;
     q->gd = gd;
+    gpu_graph_init(q);
     if ((st = gpu_check(gd, cudaStreamCreate(&q->stream), "queue_create", "cudaStreamCreate")) != COPSE_OK ||
         (st = meta_alloc(q, META_INITIAL, "queue_create")) != COPSE_OK) {
         queue_destroy(&q->base);

@@ -119,6 +119,14 @@ struct gpu_queue {
     /* argmax results: device and pinned host rows */
     int32_t *am_dev, *am_host;
     size_t am_cap;
+    /* forward steps as graphs (graph.cu) */
+    bool graphs;            /* enabled for this queue */
+    bool capturing;         /* the stream is capturing the current step */
+    cudaGraphExec_t gexec;  /* the executable graph steps update and launch */
+    int fail_streak, pause; /* updates in a row that needed a new instantiation; eager steps left */
+    struct {
+        unsigned long long launched, updated, instantiated, broken, eager;
+    } gstat;
 };
 
 /* What kind of metadata a push holds (slots of last_off / last_n). */
@@ -137,6 +145,16 @@ copse_status gpu_enter(gpu_queue *q, const char *op);
  * receives the device address (256-byte aligned). kind != META_ANY reuses
  * the previous push of that kind when the bytes are the same. */
 copse_status gpu_meta_push(gpu_queue *q, meta_kind kind, const void *src, size_t n, const void **dev, const char *op);
+
+/* Forward steps as graphs (graph.cu): the queue ops step_begin/step_end,
+ * setup and teardown, and gpu_capture_break, which every call that waits
+ * for the stream makes first (it launches what was captured so far and
+ * lets the rest of the step run eagerly). */
+copse_status gpu_step_begin(copse_backend_queue *q, int32_t n_tokens);
+copse_status gpu_step_end(copse_backend_queue *q, bool ok);
+copse_status gpu_capture_break(gpu_queue *q, const char *op);
+void gpu_graph_init(gpu_queue *q);
+void gpu_graph_destroy(gpu_queue *q);
 
 /* Device address of a tensor's first row. */
 static inline unsigned char *tdev(const copse_tensor *t)

@@ -438,6 +438,8 @@ copse_status op_argmax(copse_backend_queue *bq, const copse_tensor *logits, int3
     gpu_queue *q = (gpu_queue *)bq->ctx;
     const int64_t n = logits->ne[1];
     copse_status st = gpu_enter(q, "argmax");
+    if (st == COPSE_OK)
+        st = gpu_capture_break(q, "argmax"); /* it waits for its result */
     if (st != COPSE_OK || n == 0)
         return st;
     if ((size_t)n > q->am_cap) {
