@@ -15,12 +15,15 @@
  * Visible keys, in the order the CPU reference folds them: the committed
  * prefix (positions 0 .. committed-1), then the new entries k of the
  * token's sequence with mask bit (j, k) set (causal k <= j without a mask).
+ * With a scratch base (drafting a tree level by level) the sequence's
+ * base earlier scratch entries count as new entries 0 .. base-1 and token
+ * j is entry base + j: the kernel only ever sees base + j and base + n_new.
  * Positions map to slots through the block table. A token that sees no key
  * gets zeros, as on the CPU.
  *
  * Host metadata, one int32 array (META_ATTN, so the layers of one forward
  * step upload it once): tok_seq[n_tokens], then per sequence first, n_new,
- * committed, table offset, mask offset (-1: causal), then the block tables;
+ * committed, base, table offset, mask offset (-1: causal), then the block tables;
  * the masks follow as uint64 words in a second array.
  */
 #include <math.h>
@@ -36,7 +39,7 @@ namespace COPSE_GPU_NS {
 #define ATT_R (ATT_MAX_HD / COPSE_WARP)
 
 struct attn_meta {
-    const int32_t *tok_seq, *first, *n_new, *committed, *tab_off, *mask_off, *tables;
+    const int32_t *tok_seq, *first, *n_new, *committed, *base, *tab_off, *mask_off, *tables;
     const uint64_t *masks;
     int32_t n_tokens, n_heads, group, head_dim, block_size;
     float scale;
@@ -60,10 +63,12 @@ static __global__ void __launch_bounds__(ATT_HEADS *COPSE_WARP)
         return;
 
     const int s = am.tok_seq[t];
-    const int32_t j = (int32_t)t - am.first[s], n_new = am.n_new[s], committed = am.committed[s];
+    /* j: the token's entry among the new ones, after the scratch base */
+    const int32_t row = (int32_t)t - am.first[s], j = am.base[s] + row, n_new = am.base[s] + am.n_new[s],
+                  committed = am.committed[s];
     const int32_t *table = am.tables + am.tab_off[s];
     const int32_t words = (n_new + 63) / 64;
-    const uint64_t *mrow = am.mask_off[s] >= 0 ? am.masks + am.mask_off[s] + (size_t)j * words : NULL;
+    const uint64_t *mrow = am.mask_off[s] >= 0 ? am.masks + am.mask_off[s] + (size_t)row * words : NULL;
     const int32_t n_virt = committed + (mrow ? n_new : j + 1);
     const int kvh = h / am.group, bs = am.block_size;
     const size_t kcol = (size_t)kvh * hd * (K16 ? 2 : 4), vcol = (size_t)kvh * hd * (V16 ? 2 : 4);
@@ -152,33 +157,36 @@ copse_status op_attention(copse_backend_queue *bq, const copse_tensor *qry, cons
     const int32_t S = b->n_seqs, T = b->n_tokens;
     size_t n_tab = 0, n_mask = 0;
     for (int32_t s = 0; s < S; s++) {
-        n_tab += (size_t)((b->committed[s] + b->n_new[s] + b->block_size - 1) / b->block_size);
+        const int32_t nb = (b->base ? b->base[s] : 0) + b->n_new[s];
+        n_tab += (size_t)((b->committed[s] + nb + b->block_size - 1) / b->block_size);
         if (b->mask[s])
-            n_mask += (size_t)b->n_new[s] * (size_t)((b->n_new[s] + 63) / 64);
+            n_mask += (size_t)b->n_new[s] * (size_t)((nb + 63) / 64);
     }
     std::vector<int32_t> ib;
     std::vector<uint64_t> mb;
     try {
-        ib.resize((size_t)T + 5 * (size_t)S + n_tab);
+        ib.resize((size_t)T + 6 * (size_t)S + n_tab);
         mb.resize(n_mask ? n_mask : 1);
     } catch (...) {
         return COPSE_ENOMEM;
     }
     int32_t *tok_seq = ib.data(), *first = tok_seq + T, *n_new = first + S, *committed = n_new + S,
-            *tab_off = committed + S, *mask_off = tab_off + S, *tables = mask_off + S;
+            *base = committed + S, *tab_off = base + S, *mask_off = tab_off + S, *tables = mask_off + S;
     size_t to = 0, mo = 0;
     for (int32_t s = 0; s < S; s++) {
         first[s] = b->first[s];
         n_new[s] = b->n_new[s];
         committed[s] = b->committed[s];
+        base[s] = b->base ? b->base[s] : 0;
         for (int32_t j = 0; j < b->n_new[s]; j++)
             tok_seq[b->first[s] + j] = s;
-        const size_t nblk = (size_t)((b->committed[s] + b->n_new[s] + b->block_size - 1) / b->block_size);
+        const int32_t nb = base[s] + b->n_new[s];
+        const size_t nblk = (size_t)((b->committed[s] + nb + b->block_size - 1) / b->block_size);
         tab_off[s] = (int32_t)to;
         memcpy(tables + to, b->tables[s], nblk * sizeof(int32_t));
         to += nblk;
         if (b->mask[s]) {
-            const size_t nw = (size_t)b->n_new[s] * (size_t)((b->n_new[s] + 63) / 64);
+            const size_t nw = (size_t)b->n_new[s] * (size_t)((nb + 63) / 64);
             mask_off[s] = (int32_t)mo;
             memcpy(mb.data() + mo, b->mask[s], nw * sizeof(uint64_t));
             mo += nw;
@@ -196,7 +204,8 @@ copse_status op_attention(copse_backend_queue *bq, const copse_tensor *qry, cons
     am.first = d + T;
     am.n_new = am.first + S;
     am.committed = am.n_new + S;
-    am.tab_off = am.committed + S;
+    am.base = am.committed + S;
+    am.tab_off = am.base + S;
     am.mask_off = am.tab_off + S;
     am.tables = am.mask_off + S;
     am.masks = (const uint64_t *)dm;

@@ -386,7 +386,7 @@ static const copse_backend_queue_i gpu_queue_i = {
     /* .softmax = */ op_softmax,
     /* .step_begin = */ gpu_step_begin,
     /* .step_end = */ gpu_step_end,
-    /* .attention_scratch_base = */ false, /* copse_attn_batch.base not implemented yet */
+    /* .attention_scratch_base = */ true,
 };
 
 static copse_status dev_queue_create(copse_backend_dev *dev, int n_threads, copse_backend_queue **out)

@@ -565,10 +565,12 @@ static void test_kv_store(void)
 
 #define MAX_SEQS 3
 
+/* with_base: each sequence also has 0..40 earlier scratch entries
+ * (copse_attn_batch.base), which its tokens see like new entries. */
 static void test_attention_one(int n_seqs, int n_heads, int n_kv_heads, int hd, int block_size, uint32_t pool_type,
-                               bool trees)
+                               bool trees, bool with_base)
 {
-    int32_t first[MAX_SEQS], n_new[MAX_SEQS], committed[MAX_SEQS];
+    int32_t first[MAX_SEQS], n_new[MAX_SEQS], committed[MAX_SEQS], base[MAX_SEQS];
     int32_t *tables[MAX_SEQS];
     uint64_t *masks[MAX_SEQS];
     int32_t n_tokens = 0, next_block = 0;
@@ -578,9 +580,10 @@ static void test_attention_one(int n_seqs, int n_heads, int n_kv_heads, int hd, 
         static const int32_t lens[] = {0, 1, 63, 64, 65, 100, 130, 200};
         committed[s] = lens[rnd(8)];
         n_new[s] = 1 + (int32_t)rnd(s == 0 ? 70 : 20);
+        base[s] = with_base ? (int32_t)rnd(41) : 0;
         first[s] = n_tokens;
         n_tokens += n_new[s];
-        n_blocks_total += (committed[s] + n_new[s] + block_size - 1) / block_size;
+        n_blocks_total += (committed[s] + base[s] + n_new[s] + block_size - 1) / block_size;
     }
     int32_t *perm = xmalloc(sizeof *perm * (size_t)n_blocks_total);
     for (int32_t i = 0; i < n_blocks_total; i++)
@@ -591,21 +594,22 @@ static void test_attention_one(int n_seqs, int n_heads, int n_kv_heads, int hd, 
         perm[j] = tmp;
     }
     for (int s = 0; s < n_seqs; s++) {
-        int32_t nb = (committed[s] + n_new[s] + block_size - 1) / block_size;
+        int32_t nb = (committed[s] + base[s] + n_new[s] + block_size - 1) / block_size;
         tables[s] = xmalloc(sizeof(int32_t) * (size_t)nb);
         for (int32_t i = 0; i < nb; i++)
             tables[s][i] = perm[next_block++];
         masks[s] = NULL;
         if (trees && s != 1) {
-            /* a random tree: parent[j] < j; bit k of row j: k is j or an ancestor */
-            const int32_t words = (n_new[s] + 63) / 64;
+            /* a random tree over the base + n_new entries: parent[j] < j; bit
+             * k of new token j's row: k is entry base + j or an ancestor */
+            const int32_t all = base[s] + n_new[s], words = (all + 63) / 64;
             masks[s] = xmalloc(sizeof(uint64_t) * (size_t)(n_new[s] * words));
-            int32_t *parent = xmalloc(sizeof(int32_t) * (size_t)n_new[s]);
-            for (int32_t j = 0; j < n_new[s]; j++) {
+            int32_t *parent = xmalloc(sizeof(int32_t) * (size_t)all);
+            for (int32_t j = 0; j < all; j++)
                 parent[j] = j == 0 ? -1 : (int32_t)rnd((uint32_t)j);
-                for (int32_t u = j; u >= 0; u = parent[u])
+            for (int32_t j = 0; j < n_new[s]; j++)
+                for (int32_t u = base[s] + j; u >= 0; u = parent[u])
                     masks[s][(size_t)j * words + u / 64] |= 1ull << (u % 64);
-            }
             free(parent);
         }
     }
@@ -641,13 +645,14 @@ static void test_attention_one(int n_seqs, int n_heads, int n_kv_heads, int hd, 
     }
     copse_attn_batch b = {.n_seqs = n_seqs, .n_tokens = n_tokens, .block_size = block_size, .first = first,
                           .n_new = n_new, .committed = committed, .tables = ctables, .mask = cmasks,
-                          .n_heads = n_heads, .n_kv_heads = n_kv_heads, .head_dim = hd,
+                          .base = with_base ? base : NULL, .n_heads = n_heads, .n_kv_heads = n_kv_heads, .head_dim = hd,
                           .scale = 1.0f / sqrtf((float)hd)};
     char what[200];
-    int off = snprintf(what, sizeof what, "attention %s pool %d/%d heads x %d, block %d, %s, seqs", 
+    int off = snprintf(what, sizeof what, "attention %s pool %d/%d heads x %d, block %d, %s, seqs",
                        copse__qtype_name(pool_type), n_heads, n_kv_heads, hd, block_size, trees ? "trees" : "causal");
     for (int s = 0; s < n_seqs && off < (int)sizeof what; s++)
-        off += snprintf(what + off, sizeof what - (size_t)off, " %d+%d", committed[s], n_new[s]);
+        off += with_base ? snprintf(what + off, sizeof what - (size_t)off, " %d+%d+%d", committed[s], base[s], n_new[s])
+                         : snprintf(what + off, sizeof what - (size_t)off, " %d+%d", committed[s], n_new[s]);
     CHECK_STATUS(refq->iface.attention(refq, &rq.t, &rk.t, &rv.t, &b, &ro.t), COPSE_OK);
     if (op_ok(what, dutq->iface.attention(dutq, &dq.t, &dk.t, &dv.t, &b, &dox.t), true)) {
         sync_both();
@@ -679,12 +684,21 @@ static void test_attention_one(int n_seqs, int n_heads, int n_kv_heads, int hd, 
 static void test_attention(void)
 {
     for (int rep = 0; rep < 2; rep++) {
-        test_attention_one(1, 9, 3, 64, 16, COPSE_Q_F32, false);
-        test_attention_one(3, 9, 3, 64, 16, COPSE_Q_F32, true);
-        test_attention_one(2, 9, 3, 64, 16, COPSE_Q_F16, true);
-        test_attention_one(2, 4, 4, 32, 5, COPSE_Q_F32, true);
-        test_attention_one(3, 2, 1, 96, 7, COPSE_Q_F16, false);
-        test_attention_one(1, 2, 2, 6, 3, COPSE_Q_F32, true);
+        test_attention_one(1, 9, 3, 64, 16, COPSE_Q_F32, false, false);
+        test_attention_one(3, 9, 3, 64, 16, COPSE_Q_F32, true, false);
+        test_attention_one(2, 9, 3, 64, 16, COPSE_Q_F16, true, false);
+        test_attention_one(2, 4, 4, 32, 5, COPSE_Q_F32, true, false);
+        test_attention_one(3, 2, 1, 96, 7, COPSE_Q_F16, false, false);
+        test_attention_one(1, 2, 2, 6, 3, COPSE_Q_F32, true, false);
+    }
+    /* appending to scratch (model drafters), where the device supports it */
+    if (dutq->iface.attention_scratch_base) {
+        for (int rep = 0; rep < 2; rep++) {
+            test_attention_one(3, 9, 3, 64, 16, COPSE_Q_F16, true, true);
+            test_attention_one(2, 4, 2, 32, 5, COPSE_Q_F32, false, true);
+        }
+    } else {
+        printf("attention with a scratch base: not supported by %s, skipped\n", dut_name);
     }
 }
 
