@@ -280,6 +280,7 @@ static void queue_destroy(copse_backend_queue *bq)
         (void)cudaFree(q->am_dev);
     if (q->am_host)
         (void)cudaFreeHost(q->am_host);
+    verify_scratch_free(q);
     (void)cudaGetLastError();
     free(q);
 }
@@ -377,6 +378,7 @@ static const copse_backend_queue_i gpu_queue_i = {
     /* .kv_commit = */ op_kv_commit,
     /* .argmax = */ op_argmax,
     /* .softmax = */ op_softmax,
+    /* .verify = */ op_verify,
     /* .attention_scratch_base = */ false, /* copse_attn_batch.base not implemented yet */
 };
 

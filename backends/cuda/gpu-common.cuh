@@ -119,6 +119,7 @@ struct gpu_queue {
     /* argmax results: device and pinned host rows */
     int32_t *am_dev, *am_host;
     size_t am_cap;
+    struct gpu_verify_scratch *verify; /* the verify op's memory (verify.cu), NULL until used */
 };
 
 /* What kind of metadata a push holds (slots of last_off / last_n). */
@@ -163,6 +164,10 @@ copse_status op_kv_commit(copse_backend_queue *q, const copse_tensor *const *poo
                           const copse_slot_move *moves, int32_t n_moves);
 copse_status op_argmax(copse_backend_queue *q, const copse_tensor *logits, int32_t *argmax);
 copse_status op_softmax(copse_backend_queue *q, const copse_tensor *logits, float inv_temp, const copse_tensor *out);
+copse_status op_verify(copse_backend_queue *q, const copse_tensor *logits, const copse_verify_batch *b,
+                       copse_verify_path *out);
+/* Free the verify op's memory of a queue (queue_destroy). */
+void verify_scratch_free(gpu_queue *q);
 
 /* A kernel whose attributes tell whether the binary holds code for the
  * device (ops.cu). */
