@@ -945,7 +945,7 @@ static void fill_logprobs(copse_engine *e, req *r, int32_t k, copse_token tok, c
 }
 
 /* The verify params of a request that settles this step. */
-static copse_verify_params verify_params(const copse_engine *e, req *r)
+static copse_verify_params verify_params(const copse_engine *e, const req *r)
 {
     copse_verify_params vp = copse__verify_default_params();
     vp.sampling = r->p.sampling;
@@ -975,7 +975,7 @@ static bool settles(const req *r)
  * Verify on the device what needs no host-side state: every settling
  * request the op can take (copse__verify_op_eligible, no logprobs, which
  * need the rows) gets its path from one call of the backend verify op; the
- * others (r->vpath -1) read their rows on the host in settle. A finished
+ * others (r->vpath -1) read their rows on the host in verify_req. A finished
  * prefill verifies an empty tree rooted at its last prompt token.
  */
 static copse_status verify_on_device(copse_engine *e, char *err, size_t err_size)

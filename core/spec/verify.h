@@ -215,7 +215,9 @@ void copse__verify_op_tree(const copse_tree *t, const copse_verify_params *param
  * the accepted tokens then the next token, emitted and cut by the stop
  * conditions of params exactly as verify.h says (history written as
  * there). An error the op reports on its walk is returned (message in err,
- * *res zeroed) unless a stop cut the path before the bad row.
+ * *res zeroed) unless a stop cut the path before the bad row. res->n_tries
+ * is the op's count over its whole walk (copse__verify_run stops counting
+ * at a cut); everything else equals copse__verify_run's result.
  */
 copse_status copse__verify_from_path(const copse_tree *t, const copse_verify_path *path,
                                      const copse_verify_params *params, copse_verify_result *res, char *err,

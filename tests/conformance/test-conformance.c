@@ -40,7 +40,9 @@
  *                                        rounding of a threshold (their
  *                                        expf and sum order differ, see
  *                                        backends/cuda/verify.cu): counted,
- *                                        at most 1 in 200 trees
+ *                                        at most 1 in 200 trees; with and
+ *                                        without stops (eos, max_tokens),
+ *                                        cut on the host
  * Shapes: odd sizes, the default model's (d 576, ff 1536, 9 heads / 3 KV
  * heads of 64, vocabulary 49152), every weight type the backend takes
  * (F32, F16, Q4_0, Q4_1, Q8_0, Q4_K and Q6_K are required; Q5_0, Q5_1
@@ -947,6 +949,7 @@ static void test_verify_op(void)
         for (int bi = 0; bi < cases[ci].batches; bi++) {
             copse_verify_seq seqs[TREES];
             copse_verify_params vp[TREES];
+            copse_token eos[TREES][2];
             int32_t rows = 0;
             for (int k = 0; k < TREES; k++) {
                 const int32_t n = verify_case(trees[k], nv, cases[ci].max_nodes, l + (size_t)rows * (size_t)nv);
@@ -955,6 +958,16 @@ static void test_verify_op(void)
                 vp[k].sampling.seed = test_rand(&rng);
                 vp[k].sequence = rnd(3);
                 vp[k].step = rnd(1u << 20);
+                /* stop conditions half the time: the host cuts the op's
+                 * path (copse__verify_from_path) as copse__verify_run cuts
+                 * its walk, bad rows below a cut included */
+                if (rnd(2)) {
+                    eos[k][0] = (copse_token)rnd((uint32_t)(nv < 12 ? nv : 12));
+                    eos[k][1] = (copse_token)rnd((uint32_t)nv);
+                    vp[k].eos = eos[k];
+                    vp[k].n_eos = 2;
+                    vp[k].max_tokens = 1 + (int32_t)rnd(6);
+                }
                 CHECK(copse__verify_op_eligible(trees[k], &vp[k], nv));
                 copse__verify_op_tree(trees[k], &vp[k], rows, &seqs[k], parent + rows, token + rows);
                 rows += n;
@@ -980,7 +993,8 @@ static void test_verify_op(void)
                             memcmp(want.tokens, got.tokens, sizeof want.tokens[0] * (size_t)want.n_tokens) == 0 &&
                             memcmp(want.accepted, got.accepted, sizeof want.accepted[0] * (size_t)want.n_accepted) ==
                                 0 &&
-                            want.n_tries == got.n_tries;
+                            want.stop == got.stop &&
+                            (want.stop != COPSE_VERIFY_CONTINUE || want.n_tries == got.n_tries);
                 if (!same) {
                     if (greedy)
                         bad_greedy++;
