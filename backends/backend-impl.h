@@ -134,6 +134,54 @@ typedef struct copse_slot_move {
     int32_t dst;
 } copse_slot_move;
 
+/* Tree verification on the device (the `verify` op; the rules are
+ * core/spec/verify.h's, which is the host reference). A batch holds n_seqs
+ * trees over the rows of one logits tensor [n_rows, n_vocab]: tree s owns
+ * rows [row0, row0 + n_rows) — row row0 is its pending root, row row0 + 1 + i
+ * its node i. parent[] and token[] are indexed by logits row: parent[r] is
+ * the row of r's parent relative to its tree's row0 (0 for children of the
+ * root, -1 for the root row itself), token[r] the node's proposed token
+ * (the root row's entry is unused). Nodes come parents before children
+ * (parent row < row), and the children of a node are taken in row order.
+ *
+ * Only what needs no host-side sampling state is verified here: greedy
+ * (temperature 0: argmax, lowest id on ties), or MSS with temperature only
+ * (no top-k/top-p/min-p, no penalties) and every proposal one-hot
+ * (deterministic drafters), with the uniforms keyed exactly as verify.h
+ * says. Stop conditions (eos, stop strings, max_tokens) are not applied:
+ * the host cuts the returned path afterwards, which verify.h shows is
+ * equivalent. */
+#define COPSE_VERIFY_MAX_PATH 64 /* = COPSE_TREE_MAX_DEPTH (core/spec/tree.h) */
+
+typedef struct copse_verify_seq {
+    int32_t row0;      /* the root's logits row */
+    int32_t n_rows;    /* 1 + tree nodes, >= 1 (1: an empty tree, plain sampling) */
+    float temperature; /* 0: greedy; > 0: MSS at this temperature */
+    uint64_t seed;     /* RNG key (core/rng.h): the request's seed, */
+    uint32_t sequence; /* its sequence id, */
+    uint32_t step;     /* the position of the token drawn at the root */
+} copse_verify_seq;
+
+typedef struct copse_verify_batch {
+    int32_t n_seqs;
+    const copse_verify_seq *seqs; /* [n_seqs], rows of different trees disjoint */
+    const int32_t *parent;        /* [logits rows] see above */
+    const copse_token *token;     /* [logits rows] */
+} copse_verify_batch;
+
+/* One tree's outcome. status COPSE_OK, or the status copse__verify_run
+ * would return for a row on the walked path: COPSE_EINVAL (a NaN or +inf
+ * logit), COPSE_ERANGE (every logit -inf); then bad_row is the row
+ * (relative to row0) and the rest is undefined. */
+typedef struct copse_verify_path {
+    int32_t status;
+    int32_t bad_row;
+    int32_t n_accepted;                      /* accepted nodes */
+    int32_t accepted[COPSE_VERIFY_MAX_PATH]; /* node indices (row - row0 - 1), root child first */
+    copse_token next;                        /* the correction or bonus token */
+    int32_t n_tries;                         /* acceptance tests run (MSS), stats */
+} copse_verify_path;
+
 typedef struct copse_backend_queue copse_backend_queue;
 
 /* Ops. All return COPSE_OK or a status for a failure the device reported
@@ -188,6 +236,14 @@ typedef struct copse_backend_queue_i {
      * (optional: NULL means the core computes it on the host) */
     copse_status (*softmax)(copse_backend_queue *q, const copse_tensor *logits, float inv_temp,
                             const copse_tensor *out);
+    /* Verification of whole trees (see copse_verify_batch): out[s] gets tree
+     * s's accepted path and next token; only these leave the device. The
+     * result is in host memory when the call returns (it waits for the
+     * queue). logits F32 [n_rows, n_vocab]. Returns a device failure only;
+     * per-tree errors are in out[s].status. (optional: NULL means the core
+     * downloads the rows and verifies on the host) */
+    copse_status (*verify)(copse_backend_queue *q, const copse_tensor *logits, const copse_verify_batch *b,
+                           copse_verify_path *out);
 
     /* A forward step of n_tokens tokens: the ops the core submits between
      * step_begin and step_end form one step, which a device backend may

@@ -62,6 +62,7 @@ typedef struct req {
     int32_t row0, n_rows;   /* its batch rows */
     int32_t logit0;         /* its first logits row */
     bool final_chunk;       /* the chunk ends the prefill and wants the next token */
+    int32_t vpath;          /* its path from the backend verify op this step, or -1: host */
 
     struct req *next;       /* waiting queue */
 } req;
@@ -93,6 +94,14 @@ struct copse_engine {
     copse_tree **dtrees;    /* [max_running * n_drafters] */
     copse_tree **mtrees;    /* [max_running] merged */
     copse_verify *verify;
+    /* the backend verify op (when the device has it and it is not forced
+     * off): trees of one step, [max_running], and their rows, [step_tokens] */
+    bool verify_op;
+    copse_verify_seq *vseqs;
+    copse_verify_path *vpaths;
+    copse_verify_result *vres; /* [max_running] this step's results, by running index */
+    int32_t *vparent;
+    copse_token *vtoken;
 
     /* a drafter's batched propose, [max_running] */
     req **pb_req;
@@ -226,6 +235,11 @@ void copse__engine_destroy(copse_engine *e)
     free(e->masks);
     free(e->logit_rows);
     free(e->logits);
+    free(e->vseqs);
+    free(e->vpaths);
+    free(e->vres);
+    free(e->vparent);
+    free(e->vtoken);
     free(e->lsm);
     free(e->rows);
     free(e->moves);
@@ -398,6 +412,14 @@ copse_status copse__engine_create(copse_forward *f, const copse_engine_params *p
     e->masks = calloc(R, sizeof *e->masks);
     e->logit_rows = calloc(T, sizeof *e->logit_rows);
     e->logits = malloc(T * (size_t)e->n_vocab * sizeof *e->logits);
+    e->vseqs = calloc(R, sizeof *e->vseqs);
+    e->vpaths = calloc(R, sizeof *e->vpaths);
+    e->vres = calloc(R, sizeof *e->vres);
+    e->vparent = calloc(T, sizeof *e->vparent);
+    e->vtoken = calloc(T, sizeof *e->vtoken);
+    const char *host_env = getenv("COPSE_VERIFY_HOST");
+    e->verify_op = copse__forward_has_verify(f) && !p->verify_on_host &&
+                   !(host_env && host_env[0] && strcmp(host_env, "0") != 0);
     e->lsm = malloc((size_t)e->n_vocab * sizeof *e->lsm);
     e->rows = calloc((size_t)COPSE_TREE_MAX_DEPTH + 2, sizeof *e->rows);
     e->moves = calloc(T, sizeof *e->moves);
@@ -412,7 +434,7 @@ copse_status copse__engine_create(copse_forward *f, const copse_engine_params *p
     if (!e->running || !e->slot_used || !e->ended || !e->to_free || !e->tokens || !e->depth || !e->mask_arena ||
         !e->seqs || !e->first || !e->n_new || !e->masks || !e->logit_rows || !e->logits || !e->lsm || !e->rows ||
         !e->moves || !e->events || !e->pb_req || !e->pb_seq || !e->pb_nctx || !e->pb_budget || !e->pb_depth ||
-        !e->pb_ctx || !e->pb_tree) {
+        !e->pb_ctx || !e->pb_tree || !e->vseqs || !e->vpaths || !e->vres || !e->vparent || !e->vtoken) {
         copse__engine_destroy(e);
         return copse__errorf(err, err_size, COPSE_ENOMEM, "engine: out of memory");
     }
@@ -922,14 +944,9 @@ static void fill_logprobs(copse_engine *e, req *r, int32_t k, copse_token tok, c
         lp->n_top = n;
 }
 
-/* Verify a request's rows (or sample after its last prefill chunk), append
- * the emitted tokens, and queue its KV moves. */
-static copse_status settle(copse_engine *e, req *r, uint32_t *n_moves, char *err, size_t err_size)
+/* The verify params of a request that settles this step. */
+static copse_verify_params verify_params(const copse_engine *e, const req *r)
 {
-    const bool decode = r->kind == 1;
-    copse_tree *mt = e->mtrees[r->slot];
-    if (!decode)
-        copse__tree_reset(mt, r->hist[r->n_hist - 1]); /* sample the first token from the last prompt row */
     copse_verify_params vp = copse__verify_default_params();
     vp.sampling = r->p.sampling;
     vp.sequence = 0;
@@ -945,11 +962,93 @@ static copse_status settle(copse_engine *e, req *r, uint32_t *n_moves, char *err
     vp.max_tokens = r->max_len - r->n_hist;
     if (vp.max_tokens < 1)
         vp.max_tokens = 1; /* cannot happen: a request at max_len has ended */
-    const float *logits = e->logits + (size_t)r->logit0 * (size_t)e->n_vocab;
-    copse_verify_result res;
-    copse_status st = copse__verify_run(e->verify, mt, logits, (size_t)e->n_vocab, &vp, &res, err, err_size);
+    return vp;
+}
+
+/* The requests that settle this step: decoding trees and finished prefills. */
+static bool settles(const req *r)
+{
+    return r->finish == COPSE_FINISH_NONE && (r->kind == 1 || (r->kind == 2 && r->final_chunk));
+}
+
+/*
+ * Verify on the device what needs no host-side state: every settling
+ * request the op can take (copse__verify_op_eligible, no logprobs, which
+ * need the rows) gets its path from one call of the backend verify op; the
+ * others (r->vpath -1) read their rows on the host in verify_req. A finished
+ * prefill verifies an empty tree rooted at its last prompt token.
+ */
+static copse_status verify_on_device(copse_engine *e, char *err, size_t err_size)
+{
+    int32_t n = 0;
+    for (int32_t i = 0; i < e->n_running; i++) {
+        req *r = e->running[i];
+        r->vpath = -1;
+        if (!settles(r))
+            continue;
+        copse_tree *mt = e->mtrees[r->slot];
+        if (r->kind == 2)
+            copse__tree_reset(mt, r->hist[r->n_hist - 1]); /* sample the first token from the last prompt row */
+        if (!e->verify_op || r->p.top_logprobs > 0)
+            continue;
+        copse_verify_params vp = verify_params(e, r);
+        if (!copse__verify_op_eligible(mt, &vp, e->n_vocab))
+            continue;
+        copse__verify_op_tree(mt, &vp, r->logit0, &e->vseqs[n], e->vparent + r->logit0, e->vtoken + r->logit0);
+        r->vpath = n++;
+    }
+    if (n == 0)
+        return COPSE_OK;
+    const copse_verify_batch vb = {.n_seqs = n, .seqs = e->vseqs, .parent = e->vparent, .token = e->vtoken};
+    copse_status st = copse__forward_verify(e->f, &vb, e->vpaths);
+    if (st != COPSE_OK)
+        return copse__errorf(err, err_size, st, "engine: the device's verify op failed: %s", copse_strerror(st));
+    return COPSE_OK;
+}
+
+/*
+ * Verify a request's rows (or sample after its last prefill chunk) from its
+ * op path or on the host, into *res, with its logprobs. Every request of a
+ * step verifies before any settles: settling runs the drafters' observe,
+ * whose forwards may overwrite the device logits these rows are read from.
+ */
+static copse_status verify_req(copse_engine *e, req *r, copse_verify_result *res, char *err, size_t err_size)
+{
+    const bool decode = r->kind == 1;
+    copse_tree *mt = e->mtrees[r->slot];
+    const copse_verify_params vp = verify_params(e, r);
+    if (r->vpath >= 0)
+        return copse__verify_from_path(mt, &e->vpaths[r->vpath], &vp, res, err, err_size);
+    copse_status st;
+    const int32_t n = decode ? r->n_rows : 1;
+    const float *logits =
+        copse__forward_logits_rows(e->f, r->logit0, n, e->logits + (size_t)r->logit0 * (size_t)e->n_vocab, &st);
+    if (!logits)
+        return copse__errorf(err, err_size, st, "engine: reading logits failed: %s", copse_strerror(st));
+    st = copse__verify_run(e->verify, mt, logits, (size_t)e->n_vocab, &vp, res, err, err_size);
     if (st != COPSE_OK)
         return st;
+    /* logprobs: emitted token k was drawn from row rows[k] (decode) or the
+     * prompt's last row */
+    if (r->lp)
+        for (int32_t k = 0; k < res->n_tokens; k++) {
+            int32_t row = 0;
+            if (decode)
+                row = k == 0 ? 0 : 1 + res->accepted[k - 1];
+            fill_logprobs(e, r, k, res->tokens[k], logits + (size_t)row * (size_t)e->n_vocab);
+        }
+    return COPSE_OK;
+}
+
+/* Apply a request's verification result: append the emitted tokens, queue
+ * its KV moves, update statistics, let its drafters observe. */
+static copse_status settle(copse_engine *e, req *r, const copse_verify_result *rp, uint32_t *n_moves, char *err,
+                           size_t err_size)
+{
+    const bool decode = r->kind == 1;
+    copse_tree *mt = e->mtrees[r->slot];
+    const copse_verify_result res = *rp;
+    copse_status st;
 
     int32_t n_commit = 0;
     if (decode) {
@@ -986,15 +1085,6 @@ static copse_status settle(copse_engine *e, req *r, uint32_t *n_moves, char *err
                     e->dstats[d].accepted_steps++;
         }
     }
-    /* logprobs: emitted token k was drawn from row rows[k] (decode) or the
-     * prompt's last row */
-    if (r->lp)
-        for (int32_t k = 0; k < res.n_tokens; k++) {
-            int32_t row = 0;
-            if (decode)
-                row = k == 0 ? 0 : 1 + res.accepted[k - 1];
-            fill_logprobs(e, r, k, res.tokens[k], logits + (size_t)row * (size_t)e->n_vocab);
-        }
     r->ev_first = r->n_hist;
     r->ev_n = res.n_tokens;
     memcpy(r->hist + r->n_hist, res.tokens, sizeof *res.tokens * (size_t)res.n_tokens);
@@ -1107,7 +1197,7 @@ copse_status copse__engine_step(copse_engine *e, const copse_engine_event **even
                              .n_logits = n_logits,
                              .logit_rows = e->logit_rows};
         double t0 = now_s();
-        st = copse__forward_run(e->f, &b, e->logits, msg, sizeof msg);
+        st = copse__forward_run(e->f, &b, NULL, msg, sizeof msg); /* logits stay on the device */
         double dt = now_s() - t0;
         e->st.forward_s += dt;
         if (st == COPSE_OK) {
@@ -1146,6 +1236,16 @@ copse_status copse__engine_step(copse_engine *e, const copse_engine_event **even
     /* settle every request of the batch */
     double t0 = now_s();
     uint32_t n_moves = 0;
+    if ((st = verify_on_device(e, msg, sizeof msg)) != COPSE_OK) {
+        fail_all(e, st, msg);
+        *n_events = flush_ended(e);
+        return copse__errorf(err, err_size, st, "%s", msg);
+    }
+    for (int32_t i = 0; i < e->n_running; i++) { /* verify all, then settle (see verify_req) */
+        req *r = e->running[i];
+        if (settles(r) && (st = verify_req(e, r, &e->vres[i], msg, sizeof msg)) != COPSE_OK)
+            fail(r, st, msg);
+    }
     for (int32_t i = 0; i < e->n_running; i++) {
         req *r = e->running[i];
         if (r->kind == 2) {
@@ -1157,7 +1257,9 @@ copse_status copse__engine_step(copse_engine *e, const copse_engine_event **even
         } else if (r->kind != 1) {
             continue;
         }
-        st = settle(e, r, &n_moves, msg, sizeof msg);
+        if (r->finish == COPSE_FINISH_ERROR) /* its verification failed */
+            continue;
+        st = settle(e, r, &e->vres[i], &n_moves, msg, sizeof msg);
         if (st != COPSE_OK)
             fail(r, st, msg);
     }

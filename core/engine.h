@@ -14,7 +14,13 @@
  *       token budget (oldest first), so a long prompt never stalls decoding
  *   -> copse__forward_run over all rows
  *   -> per request: verify (greedy at temperature 0, MSS otherwise; keyed by
- *       the request's seed so results do not depend on batch make-up),
+ *       the request's seed so results do not depend on batch make-up) —
+ *       on the device by the backend's verify op for the requests it can
+ *       take (greedy or temperature-only sampling, one-hot drafts, no
+ *       logprobs: spec/verify.h), so only their accepted paths leave the
+ *       device; the others' logits rows are read on the host (no copy on
+ *       the CPU backend) and verified there; stop conditions are applied
+ *       on the host either way;
  *       commit the accepted path's KV, drop the rest, drafters observe;
  *       a finished prefill samples the first token
  *   -> one event per request that emitted tokens or finished.
@@ -76,6 +82,11 @@ typedef struct copse_engine_params {
     bool adaptive;
     /* Tests only: run a deliberately wrong verifier (spec/verify.h). */
     copse_verify_fault verify_fault;
+    /* Verify every request on the host (copse__verify_run over downloaded
+     * logits), never with the backend's verify op; also forced by the
+     * environment variable COPSE_VERIFY_HOST=1 (read at create). For tests
+     * that compare the two paths. Default false. */
+    bool verify_on_host;
     /* End-of-generation tokens (the tokenizer's EOG set); a request stops
      * after emitting one unless it sets ignore_eos. Copied by create. */
     const copse_token *eos;

@@ -9,6 +9,7 @@
  */
 #include "forward.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,6 +149,7 @@ struct copse_forward {
 
     copse_backend_buffer *abuf; /* activations */
     size_t off_x, off_h, off_q, off_k, off_v, off_att, off_g, off_u, off_sel, off_logits;
+    int32_t n_logits, n_out; /* the last run's logits rows, on the device */
 
     /* host scratch, sized at create */
     int32_t *slots;       /* [max_tokens] */
@@ -581,8 +583,11 @@ copse_status copse__forward_run(copse_forward *f, const copse_fwd_batch *b, floa
         OP_(op->matmul(q, &w->w_down, &g, &h));
         OP_(op->add(q, &x, &h, &x));
     }
+    f->n_logits = 0;
     if (b->n_logits > 0) {
         const int64_t n_out = b->head ? b->head->n : (int64_t)hp->n_vocab;
+        f->n_logits = b->n_logits;
+        f->n_out = (int32_t)n_out;
         const copse_tensor sel = view(a, f->off_sel, COPSE_Q_F32, d, b->n_logits),
                            lg = view(a, f->off_logits, COPSE_Q_F32, n_out, b->n_logits);
         OP_(op->embed(q, &x, b->logit_rows, b->n_logits, &sel)); /* gather the wanted rows */
@@ -590,7 +595,8 @@ copse_status copse__forward_run(copse_forward *f, const copse_fwd_batch *b, floa
         OP_(op->matmul(q, b->head ? &b->head->w : &f->output, &sel, &lg));
         OP_(step_end(q, true));
         OP_(op->synchronize(q));
-        OP_(a->iface.download(a, f->off_logits, logits, (size_t)b->n_logits * (size_t)n_out * sizeof(float)));
+        if (logits)
+            OP_(a->iface.download(a, f->off_logits, logits, (size_t)b->n_logits * (size_t)n_out * sizeof(float)));
     } else {
         OP_(step_end(q, true));
         OP_(op->synchronize(q));
@@ -611,6 +617,46 @@ copse_status copse__forward_kv_moves(copse_forward *f, const copse_kv_move *move
     if (st != COPSE_OK)
         return st;
     return f->q->iface.synchronize(f->q);
+}
+
+/* ---------------------------------------------------------------- logits on the device */
+
+copse_tensor copse__forward_logits(const copse_forward *f)
+{
+    return view(f->abuf, f->off_logits, COPSE_Q_F32, f->n_logits ? f->n_out : (int64_t)f->hp.n_vocab, f->n_logits);
+}
+
+copse_status copse__forward_download_logits(copse_forward *f, int32_t row0, int32_t n, float *host)
+{
+    assert(row0 >= 0 && n >= 0 && row0 + n <= f->n_logits);
+    const size_t row = (size_t)f->n_out * sizeof(float);
+    return f->abuf->iface.download(f->abuf, f->off_logits + (size_t)row0 * row, host, (size_t)n * row);
+}
+
+const float *copse__forward_logits_rows(copse_forward *f, int32_t row0, int32_t n, float *scratch,
+                                        copse_status *st)
+{
+    assert(row0 >= 0 && n >= 0 && row0 + n <= f->n_logits);
+    *st = COPSE_OK;
+    void *base = f->abuf->iface.host_ptr ? f->abuf->iface.host_ptr(f->abuf) : NULL;
+    if (base)
+        return (const float *)(const void *)((const char *)base + f->off_logits) + (size_t)row0 * (size_t)f->n_out;
+    *st = copse__forward_download_logits(f, row0, n, scratch);
+    return *st == COPSE_OK ? scratch : NULL;
+}
+
+bool copse__forward_has_verify(const copse_forward *f)
+{
+    return f->q->iface.verify != NULL;
+}
+
+copse_status copse__forward_verify(copse_forward *f, const copse_verify_batch *b, copse_verify_path *out)
+{
+    if (!f->q->iface.verify)
+        return COPSE_EUNSUPPORTED;
+    const copse_tensor lg = copse__forward_logits(f);
+    assert(f->n_out == (int32_t)f->hp.n_vocab); /* the full head: verification needs every token */
+    return f->q->iface.verify(f->q, &lg, b, out);
 }
 
 /* ---------------------------------------------------------------- drafting helpers */

@@ -121,13 +121,39 @@ typedef struct copse_fwd_batch {
 } copse_fwd_batch;
 
 /* Run the model over the batch and write logits[n_logits][n_vocab] (host;
- * [n_logits][head->n] with a reduced head).
+ * [n_logits][head->n] with a reduced head). logits NULL leaves them on the
+ * device only (copse__forward_logits and the functions below read them).
  * Reserves KV scratch for each sequence's new tokens first; COPSE_ENOSPACE
  * (nothing run, nothing reserved beyond what already was) when the cache is
  * full, COPSE_ERANGE when a sequence would exceed max_ctx, COPSE_EINVAL for a
  * malformed batch (err says what). */
 copse_status copse__forward_run(copse_forward *f, const copse_fwd_batch *b, float *logits, char *err,
                                 size_t err_size);
+
+/* ---------------------------------------------------------------- logits on the device
+ *
+ * The last run's n_logits rows stay in the forward's device logits tensor
+ * until the next run. The engine downloads only the rows the host needs,
+ * or runs the backend's verify op on them so that only accepted paths
+ * leave the device. On a host-visible device (CPU) nothing is copied. */
+
+/* The view of the last run's logits rows: F32 [n_logits, n_vocab] (head->n
+ * wide with a reduced head; 0 rows before a run or after one without). */
+copse_tensor copse__forward_logits(const copse_forward *f);
+/* Copy rows [row0, row0 + n) of the last run's logits to host (n rows of
+ * the row width); synchronous. */
+copse_status copse__forward_download_logits(copse_forward *f, int32_t row0, int32_t n, float *host);
+/* Rows [row0, row0 + n) in host memory: a pointer into the device buffer
+ * when it is host-visible (no copy), else downloaded into scratch (room for
+ * n rows) and scratch returned; NULL with *st set on a device error. Valid
+ * until the next run. */
+const float *copse__forward_logits_rows(copse_forward *f, int32_t row0, int32_t n, float *scratch,
+                                        copse_status *st);
+/* Whether the device's queue has the verify op (backend-impl.h). */
+bool copse__forward_has_verify(const copse_forward *f);
+/* The verify op over the last run's logits (full vocabulary rows): out[s]
+ * for b->seqs[s]. COPSE_EUNSUPPORTED without the op, else a device error. */
+copse_status copse__forward_verify(copse_forward *f, const copse_verify_batch *b, copse_verify_path *out);
 
 /* Apply KV entry moves (from copse__kvcache_commit_path) to every layer's K
  * and V pools, in list order (the backend's kv_commit op), and wait for them.

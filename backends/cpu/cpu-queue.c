@@ -16,6 +16,7 @@
 
 #include "cpu-pool.h"
 #include "cpu-queue.h"
+#include "cpu-verify.h"
 #include "quant.h"
 
 /* ---------------------------------------------------------------- queue object */
@@ -734,6 +735,42 @@ static copse_status cpu_softmax(copse_backend_queue *bq, const copse_tensor *log
     return COPSE_OK;
 }
 
+/* ---------------------------------------------------------------- verify */
+
+typedef struct verify_args {
+    const copse_tensor *logits;
+    const copse_verify_batch *b;
+    copse_verify_path *out;
+    float *scratch; /* [threads][2 * n_vocab] */
+} verify_args;
+
+static void verify_task(void *p, int64_t b, int64_t e, int tid)
+{
+    const verify_args *a = p;
+    const int32_t nv = (int32_t)a->logits->ne[0];
+    for (int64_t s = b; s < e; s++)
+        copse__cpu_verify_tree(frow(a->logits, 0), a->logits->row_stride / sizeof(float), nv, a->b, (int32_t)s,
+                               a->scratch + (size_t)tid * 2 * (size_t)nv, &a->out[s]);
+}
+
+/* One tree per task; each thread has its own two dense rows of scratch. */
+static copse_status cpu_verify(copse_backend_queue *bq, const copse_tensor *logits, const copse_verify_batch *b,
+                               copse_verify_path *out)
+{
+    check_view(logits);
+    assert(logits->type == COPSE_Q_F32 && logits->ne[0] > 0);
+    for (int32_t s = 0; s < b->n_seqs; s++)
+        assert(b->seqs[s].n_rows >= 1 && b->seqs[s].row0 >= 0 &&
+               b->seqs[s].row0 + b->seqs[s].n_rows <= logits->ne[1]);
+    cpu_queue *q = cq(bq);
+    copse_status st = scratch_reserve(q, (size_t)q->n_threads * 2 * (size_t)logits->ne[0] * sizeof(float));
+    if (st != COPSE_OK)
+        return st;
+    verify_args a = {logits, b, out, (float *)(void *)q->scratch};
+    pool_run(q, verify_task, &a, b->n_seqs, 1);
+    return COPSE_OK;
+}
+
 /* ---------------------------------------------------------------- lifecycle */
 
 /* COPSE_CPU_ACT = q16 | q8 | f32; unset, empty or unknown: q16. */
@@ -778,6 +815,7 @@ static const copse_backend_queue_i cpu_queue_i = {
     .kv_commit = cpu_kv_commit,
     .argmax = cpu_argmax,
     .softmax = cpu_softmax,
+    .verify = cpu_verify,
 };
 
 copse_status copse__cpu_queue_create(copse_backend_dev *dev, int n_threads, const copse_cpu_kernels *k,

@@ -282,6 +282,7 @@ static void queue_destroy(copse_backend_queue *bq)
         (void)cudaFree(q->am_dev);
     if (q->am_host)
         (void)cudaFreeHost(q->am_host);
+    verify_scratch_free(q);
     (void)cudaGetLastError();
     free(q);
 }
@@ -384,6 +385,7 @@ static const copse_backend_queue_i gpu_queue_i = {
     /* .kv_commit = */ op_kv_commit,
     /* .argmax = */ op_argmax,
     /* .softmax = */ op_softmax,
+    /* .verify = */ op_verify,
     /* .step_begin = */ gpu_step_begin,
     /* .step_end = */ gpu_step_end,
     /* .attention_scratch_base = */ true,

@@ -127,6 +127,7 @@ struct gpu_queue {
     struct {
         unsigned long long launched, updated, instantiated, broken, eager;
     } gstat;
+    struct gpu_verify_scratch *verify; /* the verify op's memory (verify.cu), NULL until used */
 };
 
 /* What kind of metadata a push holds (slots of last_off / last_n). */
@@ -181,6 +182,10 @@ copse_status op_kv_commit(copse_backend_queue *q, const copse_tensor *const *poo
                           const copse_slot_move *moves, int32_t n_moves);
 copse_status op_argmax(copse_backend_queue *q, const copse_tensor *logits, int32_t *argmax);
 copse_status op_softmax(copse_backend_queue *q, const copse_tensor *logits, float inv_temp, const copse_tensor *out);
+copse_status op_verify(copse_backend_queue *q, const copse_tensor *logits, const copse_verify_batch *b,
+                       copse_verify_path *out);
+/* Free the verify op's memory of a queue (queue_destroy). */
+void verify_scratch_free(gpu_queue *q);
 
 /* Measured device-to-device copy bandwidth in bytes/s (2n / time for n
  * bytes copied), 0 if it could not be measured (bandwidth.cu). */

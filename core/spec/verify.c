@@ -434,6 +434,77 @@ fail:
     return st;
 }
 
+/* ---------------------------------------------------------------- the backend verify op */
+
+_Static_assert(COPSE_VERIFY_MAX_PATH == COPSE_TREE_MAX_DEPTH, "an op path holds the deepest tree");
+
+bool copse__verify_op_eligible(const copse_tree *t, const copse_verify_params *params, int32_t n_vocab)
+{
+    const copse_sampling_params *s = &params->sampling;
+    if (params->fault != COPSE_VERIFY_FAULT_NONE || copse__sampling_validate(s, NULL, 0) != COPSE_OK)
+        return false;
+    if (s->penalty_last_n != 0 &&
+        (s->repetition_penalty != 1.0f || s->frequency_penalty != 0.0f || s->presence_penalty != 0.0f))
+        return false;
+    if (s->temperature == 0.0f)
+        return true;
+    if ((s->top_k > 0 && s->top_k < n_vocab) || s->top_p < 1.0f || s->min_p > 0.0f)
+        return false;
+    for (int32_t i = 0; i < copse__tree_size(t); i++)
+        if (copse__tree_node(t, i)->n_q > 0)
+            return false;
+    return true;
+}
+
+void copse__verify_op_tree(const copse_tree *t, const copse_verify_params *params, int32_t row0,
+                           copse_verify_seq *seq, int32_t *parent, copse_token *token)
+{
+    const int32_t n = copse__tree_size(t);
+    *seq = (copse_verify_seq){
+        .row0 = row0,
+        .n_rows = n + 1,
+        .temperature = params->sampling.temperature,
+        .seed = params->sampling.seed,
+        .sequence = params->sequence,
+        .step = params->step,
+    };
+    parent[0] = -1;
+    token[0] = copse__tree_root_token(t);
+    for (int32_t i = 0; i < n; i++) {
+        const copse_tree_node *nd = copse__tree_node(t, i);
+        parent[1 + i] = nd->parent + 1; /* COPSE_TREE_ROOT -> row 0 */
+        token[1 + i] = nd->token;
+    }
+}
+
+copse_status copse__verify_from_path(const copse_tree *t, const copse_verify_path *path,
+                                     const copse_verify_params *params, copse_verify_result *res, char *err,
+                                     size_t err_size)
+{
+    memset(res, 0, sizeof *res);
+    if (params->max_tokens < 1)
+        return copse__errorf(err, err_size, COPSE_EINVAL, "verify: max_tokens %d < 1", (int)params->max_tokens);
+    if (params->n_eos < 0 || (params->n_eos > 0 && !params->eos))
+        return copse__errorf(err, err_size, COPSE_EINVAL, "verify: bad eos list");
+    assert(path->n_accepted >= 0 && path->n_accepted <= COPSE_TREE_MAX_DEPTH);
+    res->n_tries = path->n_tries;
+    for (int32_t k = 0; k < path->n_accepted; k++) {
+        int32_t c = path->accepted[k];
+        assert(c >= 0 && c < copse__tree_size(t));
+        if (accept_node(params, res, c, copse__tree_node(t, c)->token))
+            return COPSE_OK;
+    }
+    if (path->status != COPSE_OK) {
+        copse_status st = (copse_status)path->status;
+        copse__errorf(err, err_size, st, "verify: row %d: %s", (int)path->bad_row,
+                      st == COPSE_ERANGE ? "every logit is -inf: no token can be drawn" : "a logit is NaN or +inf");
+        memset(res, 0, sizeof *res);
+        return st;
+    }
+    finish_next(params, res, path->next);
+    return COPSE_OK;
+}
+
 int32_t copse__verify_commit_rows(const copse_verify_result *res, uint32_t *rows)
 {
     rows[0] = 0;

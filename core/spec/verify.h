@@ -78,6 +78,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend-impl.h"
 #include "copse.h"
 #include "sampling.h"
 #include "spec/tree.h"
@@ -175,6 +176,52 @@ copse_status copse__verify_run(copse_verify *v, const copse_tree *t, const float
  */
 void copse__verify_greedy_ids(const copse_tree *t, const copse_token *row_argmax,
                               const copse_verify_params *params, copse_verify_result *res);
+
+/* ---------------------------------------------------------------- the backend verify op */
+
+/*
+ * The backend `verify` op (backend-impl.h, copse_verify_batch) computes on
+ * the device, for the trees that need no host-side sampling state, the
+ * accepted path and the next token that copse__verify_run would compute,
+ * without stop conditions. The host then applies the stops to the path
+ * (copse__verify_from_path). Cutting afterwards is equivalent because the
+ * walk never looks at stops: the decision at depth du depends only on the
+ * rows on the path and the uniforms keyed (step + du, row), never on what
+ * was emitted, so the tokens before a cut are the same, and emitting them
+ * in order with the same stop_cb calls cuts at the same token. A row the
+ * host would never reach (below a cut) may still be bad (NaN) on the
+ * device: the op reports where its walk stopped, and the error counts only
+ * when the cut does not come first — as on the host.
+ *
+ * The op uses exactly the keys above, so on the CPU backend its result is
+ * bit-identical to copse__verify_run's; device backends document their
+ * rounding (backends/cuda/verify.cu).
+ */
+
+/* Whether the verify op may verify tree t under params: no fault; valid
+ * sampling params without penalties; greedy, or temperature-only sampling
+ * (top_k 0 or >= n_vocab, top_p 1, min_p 0) with every proposal one-hot
+ * (no node keeps a q: deterministic drafters such as ngram and suffix). */
+bool copse__verify_op_eligible(const copse_tree *t, const copse_verify_params *params, int32_t n_vocab);
+
+/* Tree t as op input with its root at logits row row0: *seq (key and
+ * temperature from params) and parent[0 .. flat rows), token[0 .. flat
+ * rows) — the op's arrays at row0. */
+void copse__verify_op_tree(const copse_tree *t, const copse_verify_params *params, int32_t row0,
+                           copse_verify_seq *seq, int32_t *parent, copse_token *token);
+
+/*
+ * The result copse__verify_run would give, from the op's path for tree t:
+ * the accepted tokens then the next token, emitted and cut by the stop
+ * conditions of params exactly as verify.h says (history written as
+ * there). An error the op reports on its walk is returned (message in err,
+ * *res zeroed) unless a stop cut the path before the bad row. res->n_tries
+ * is the op's count over its whole walk (copse__verify_run stops counting
+ * at a cut); everything else equals copse__verify_run's result.
+ */
+copse_status copse__verify_from_path(const copse_tree *t, const copse_verify_path *path,
+                                     const copse_verify_params *params, copse_verify_result *res, char *err,
+                                     size_t err_size);
 
 /* The KV rows to commit for a result, for copse__kvcache_commit_path with
  * n_nodes = copse__tree_flat_rows(t): rows[0] = 0 (the pending root), rows[1

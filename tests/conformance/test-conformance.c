@@ -30,6 +30,19 @@
  *   softmax                              |a - r| <= 1e-5 |r| + 1e-9, and the
  *                                        reference itself against a double
  *                                        formula: 1e-6 |p| + 1e-12
+ *   verify (optional op)                 against the host verifier
+ *                                        copse__verify_run (not the CPU
+ *                                        op) on random trees whose
+ *                                        children are often the likely
+ *                                        tokens: greedy exact; MSS exact on
+ *                                        the CPU backend, and on device
+ *                                        backends except draws within float
+ *                                        rounding of a threshold (their
+ *                                        expf and sum order differ, see
+ *                                        backends/cuda/verify.cu): counted,
+ *                                        at most 1 in 200 trees; with and
+ *                                        without stops (eos, max_tokens),
+ *                                        cut on the host
  * Shapes: odd sizes, the default model's (d 576, ff 1536, 9 heads / 3 KV
  * heads of 64, vocabulary 49152), every weight type the backend takes
  * (F32, F16, Q4_0, Q4_1, Q8_0, Q4_K and Q6_K are required; Q5_0, Q5_1
@@ -50,6 +63,8 @@
 #include "cpu/cpu-kernels.h"
 #include "cpu/cpu-queue.h"
 #include "quant.h"
+#include "spec/tree.h"
+#include "spec/verify.h"
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -871,6 +886,160 @@ static void test_verify_ops(void)
     }
 }
 
+/* ---------------------------------------------------------------- verify */
+
+/* A random tree of up to max_nodes nodes (random parents, some deep
+ * chains) over vocabulary nv, and its rows of logits: each row's children
+ * get high logits (so they are often accepted), plus one hot token that is
+ * no child (so rejections and residual draws happen), -inf entries, and
+ * sometimes a tie for the maximum or a NaN (an error if the walk gets
+ * there). Returns the rows (1 + nodes). */
+static int32_t verify_case(copse_tree *t, int32_t nv, int32_t max_nodes, float *rows)
+{
+    copse__tree_reset(t, (copse_token)rnd((uint32_t)nv));
+    const int32_t want = (int32_t)rnd((uint32_t)max_nodes + 1);
+    for (int32_t i = 0; i < want; i++) {
+        int32_t parent = COPSE_TREE_ROOT;
+        if (copse__tree_size(t) > 0 && rnd(4) != 0)
+            parent = rnd(2) ? copse__tree_size(t) - 1 : (int32_t)rnd((uint32_t)copse__tree_size(t));
+        if (parent >= 0 && copse__tree_node(t, parent)->depth >= COPSE_TREE_MAX_DEPTH)
+            parent = COPSE_TREE_ROOT;
+        copse_token tok = (copse_token)rnd((uint32_t)(nv < 12 ? nv : 12)); /* siblings often collide: merged */
+        if (rnd(3) == 0)
+            tok = (copse_token)rnd((uint32_t)nv);
+        CHECK_STATUS(copse__tree_add(t, parent, tok, 0.5f, 1u, COPSE_TREE_NO_Q, NULL), COPSE_OK);
+    }
+    const int32_t n = copse__tree_flat_rows(t);
+    for (int32_t r = 0; r < n; r++) {
+        float *row = rows + (size_t)r * (size_t)nv;
+        for (int32_t i = 0; i < nv; i++)
+            row[i] = frand() * 4.0f;
+        for (int32_t c = copse__tree_first_child(t, r - 1); c >= 0; c = copse__tree_node(t, c)->next_sibling)
+            row[copse__tree_node(t, c)->token] = 9.0f + frand() * 3.0f;
+        row[rnd((uint32_t)nv)] = 10.0f + frand();
+        if (nv > 2 && rnd(4) == 0)
+            row[rnd((uint32_t)nv)] = -INFINITY;
+        if (nv > 2 && rnd(6) == 0) { /* a tie for the maximum */
+            float m = -INFINITY;
+            for (int32_t i = 0; i < nv; i++)
+                m = row[i] > m ? row[i] : m;
+            row[rnd((uint32_t)nv)] = m;
+            row[rnd((uint32_t)nv)] = m;
+        }
+        if (rnd(40) == 0)
+            row[rnd((uint32_t)nv)] = rnd(2) ? NAN : INFINITY;
+        if (rnd(80) == 0)
+            for (int32_t i = 0; i < nv; i++)
+                row[i] = -INFINITY;
+    }
+    return n;
+}
+
+static void test_verify_op(void)
+{
+    if (!dutq->iface.verify) {
+        printf("skip verify: %s verifies on the host (optional op)\n", dut_name);
+        return;
+    }
+    const bool exact = strcmp(dut_name, "cpu") == 0;
+    enum { TREES = 8 };
+    static const struct {
+        int32_t nv, max_nodes, batches;
+    } cases[] = {{49152, 12, 6}, {1000, 40, 40}, {7, 20, 30}, {1, 4, 4}};
+    static const float temps[] = {0.0f, 0.6f, 1.0f, 1.7f};
+    copse_tree *trees[TREES];
+    for (int k = 0; k < TREES; k++)
+        CHECK_STATUS(copse__tree_create(64, 8, 0, &trees[k]), COPSE_OK);
+    int n_greedy = 0, n_mss = 0, n_err = 0, bad_greedy = 0, bad_mss = 0, accepted = 0;
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const int32_t nv = cases[ci].nv;
+        copse_verify *v = NULL;
+        char err[256];
+        CHECK_STATUS(copse__verify_create(nv, 64, &v, err, sizeof err), COPSE_OK);
+        const size_t cap_rows = (size_t)TREES * (size_t)(cases[ci].max_nodes + 1);
+        float *l = xmalloc(cap_rows * (size_t)nv * sizeof(float));
+        int32_t *parent = xmalloc(cap_rows * sizeof(int32_t));
+        copse_token *token = xmalloc(cap_rows * sizeof(copse_token));
+        for (int bi = 0; bi < cases[ci].batches; bi++) {
+            copse_verify_seq seqs[TREES];
+            copse_verify_params vp[TREES];
+            copse_token eos[TREES][2];
+            int32_t rows = 0;
+            for (int k = 0; k < TREES; k++) {
+                const int32_t n = verify_case(trees[k], nv, cases[ci].max_nodes, l + (size_t)rows * (size_t)nv);
+                vp[k] = copse__verify_default_params();
+                vp[k].sampling.temperature = temps[rnd(4)];
+                vp[k].sampling.seed = test_rand(&rng);
+                vp[k].sequence = rnd(3);
+                vp[k].step = rnd(1u << 20);
+                /* stop conditions half the time: the host cuts the op's
+                 * path (copse__verify_from_path) as copse__verify_run cuts
+                 * its walk, bad rows below a cut included */
+                if (rnd(2)) {
+                    eos[k][0] = (copse_token)rnd((uint32_t)(nv < 12 ? nv : 12));
+                    eos[k][1] = (copse_token)rnd((uint32_t)nv);
+                    vp[k].eos = eos[k];
+                    vp[k].n_eos = 2;
+                    vp[k].max_tokens = 1 + (int32_t)rnd(6);
+                }
+                CHECK(copse__verify_op_eligible(trees[k], &vp[k], nv));
+                copse__verify_op_tree(trees[k], &vp[k], rows, &seqs[k], parent + rows, token + rows);
+                rows += n;
+            }
+            dten dl = dmake(dut_dev, COPSE_Q_F32, nv, rows, l);
+            copse_verify_path path[TREES];
+            const copse_verify_batch b = {.n_seqs = TREES, .seqs = seqs, .parent = parent, .token = token};
+            if (!op_ok("verify", dutq->iface.verify(dutq, &dl.t, &b, path), true)) {
+                dfree(&dl);
+                continue;
+            }
+            for (int k = 0; k < TREES; k++) {
+                const bool greedy = vp[k].sampling.temperature == 0.0f;
+                copse_verify_result want, got;
+                copse_status sw = copse__verify_run(v, trees[k], l + (size_t)seqs[k].row0 * (size_t)nv, (size_t)nv,
+                                                    &vp[k], &want, err, sizeof err);
+                copse_status sg = copse__verify_from_path(trees[k], &path[k], &vp[k], &got, err, sizeof err);
+                n_greedy += greedy;
+                n_mss += !greedy;
+                n_err += sw != COPSE_OK;
+                accepted += want.n_accepted;
+                bool same = sw == sg && want.n_tokens == got.n_tokens &&
+                            memcmp(want.tokens, got.tokens, sizeof want.tokens[0] * (size_t)want.n_tokens) == 0 &&
+                            memcmp(want.accepted, got.accepted, sizeof want.accepted[0] * (size_t)want.n_accepted) ==
+                                0 &&
+                            want.stop == got.stop &&
+                            (want.stop != COPSE_VERIFY_CONTINUE || want.n_tries == got.n_tries);
+                if (!same) {
+                    if (greedy)
+                        bad_greedy++;
+                    else
+                        bad_mss++;
+                    printf("%s verify vocab=%d T=%g tree of %d: status %s/%s, %d tokens (%d accepted) vs host %d (%d)\n",
+                           exact || greedy ? "FAIL" : "note", (int)nv, (double)vp[k].sampling.temperature,
+                           copse__tree_size(trees[k]), copse_err_name(sg), copse_err_name(sw), got.n_tokens,
+                           got.n_accepted, want.n_tokens, want.n_accepted);
+                }
+            }
+            dfree(&dl);
+        }
+        free(l);
+        free(parent);
+        free(token);
+        copse__verify_destroy(v);
+    }
+    for (int k = 0; k < TREES; k++)
+        copse__tree_destroy(trees[k]);
+    printf("verify: %d greedy and %d MSS trees (%d with a bad row on the walk, %d nodes accepted); "
+           "differ from the host: %d greedy, %d MSS\n",
+           n_greedy, n_mss, n_err, accepted, bad_greedy, bad_mss);
+    CHECK(accepted > 0);
+    CHECK_INT_EQ(bad_greedy, 0);
+    if (exact)
+        CHECK_INT_EQ(bad_mss, 0);
+    else
+        CHECK(bad_mss * 200 <= n_mss);
+}
+
 /* ---------------------------------------------------------------- failures */
 
 static void test_failures(void)
@@ -1064,6 +1233,7 @@ int main(int argc, char **argv)
         test_attention();
         test_kv_commit();
         test_verify_ops();
+        test_verify_op();
         test_failures();
         dutq->iface.destroy(dutq);
     }
