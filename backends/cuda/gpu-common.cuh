@@ -119,6 +119,10 @@ struct gpu_queue {
     /* argmax results: device and pinned host rows */
     int32_t *am_dev, *am_host;
     size_t am_cap;
+    /* device scratch (matmul's quantized activations), from the device's
+     * allocator; grown by gpu_scratch, freed at destroy */
+    void *scratch;
+    size_t scratch_cap;
 };
 
 /* What kind of metadata a push holds (slots of last_off / last_n). */
@@ -137,6 +141,12 @@ copse_status gpu_enter(gpu_queue *q, const char *op);
  * receives the device address (256-byte aligned). kind != META_ANY reuses
  * the previous push of that kind when the bytes are the same. */
 copse_status gpu_meta_push(gpu_queue *q, meta_kind kind, const void *src, size_t n, const void **dev, const char *op);
+
+/* At least n bytes of the queue's device scratch (256-byte aligned) in
+ * *out. Growing it waits for the queue's stream first (work already queued
+ * may still read the old block); its contents do not survive a growth.
+ * COPSE_ENOMEM (with a message naming op) if the device has no room. */
+copse_status gpu_scratch(gpu_queue *q, size_t n, void **out, const char *op);
 
 /* Device address of a tensor's first row. */
 static inline unsigned char *tdev(const copse_tensor *t)
