@@ -12,7 +12,7 @@
  *     per block) into the queue's device scratch. Then, per (row, token,
  *     block), the exact integer block dot product with the weight quants
  *     (Q6_K: its two 16-element halves), the block term t_b by the
- *     canonical float sequence (separate roundings: __fmul_rn, __fadd_rn,
+ *     canonical float sequence (separate roundings: rn_mul, rn_add, rn_sub,
  *     never a contracted multiply-add), t_b added to canonical lane b % 8
  *     in block order, and the 8 lanes reduced as copse__cpu_reduce8.
  *   - f32 path (F32, F16, BF16, Q5_K: every other type): the row as floats
@@ -121,7 +121,7 @@ static __global__ void __launch_bounds__(QUANT_THREADS)
         qs[(size_t)t * (size_t)nb * 32 + (size_t)b * 32 + (size_t)e] = (int16_t)q;
         if (e == 0) {
             qd[(size_t)t * (size_t)nb + (size_t)b] = d;
-            qsum[(size_t)t * (size_t)nb + (size_t)b] = __fmul_rn(d, (float)sum);
+            qsum[(size_t)t * (size_t)nb + (size_t)b] = rn_mul(d, (float)sum);
         }
     }
 }
@@ -199,8 +199,8 @@ static __device__ __forceinline__ wparam wparams(const unsigned char *row, int64
         const unsigned char *sb = row + (b / 8) * 144;
         int sc, mn;
         k4_scale_min(sb + 4, (int)(b % 8), &sc, &mn);
-        p.a = __fmul_rn(ld_fp16(sb), (float)sc);
-        p.m = __fmul_rn(ld_fp16(sb + 2), (float)mn);
+        p.a = rn_mul(ld_fp16(sb), (float)sc);
+        p.m = rn_mul(ld_fp16(sb + 2), (float)mn);
     } else { /* Q6_K */
         const unsigned char *sb = row + (b / 8) * 210;
         const int j = (int)(b % 8);
@@ -218,14 +218,14 @@ template <int TYPE>
 static __device__ __forceinline__ float bterm(const wparam &w, int h0, int h1, float dx, float sx)
 {
     if (TYPE == COPSE_Q_Q6_K) {
-        const float f = __fadd_rn((float)(w.s0 * h0), (float)(w.s1 * h1));
-        return __fmul_rn(__fmul_rn(w.a, dx), f);
+        const float f = rn_add((float)(w.s0 * h0), (float)(w.s1 * h1));
+        return rn_mul(rn_mul(w.a, dx), f);
     }
-    const float t1 = __fmul_rn(__fmul_rn(w.a, dx), (float)(h0 + h1));
+    const float t1 = rn_mul(rn_mul(w.a, dx), (float)(h0 + h1));
     if (TYPE == COPSE_Q_Q4_1 || TYPE == COPSE_Q_Q5_1)
-        return __fadd_rn(t1, __fmul_rn(w.m, sx));
+        return rn_add(t1, rn_mul(w.m, sx));
     if (TYPE == COPSE_Q_Q4_K)
-        return __fsub_rn(t1, __fmul_rn(w.m, sx));
+        return rn_sub(t1, rn_mul(w.m, sx));
     return t1;
 }
 
@@ -252,15 +252,15 @@ static __device__ __forceinline__ float lane_add4(float acc, float v, int base, 
     const float v1 = gpu_shfl(v, base + ((L + 8) & 31));
     const float v2 = gpu_shfl(v, base + ((L + 16) & 31));
     const float v3 = gpu_shfl(v, base + ((L + 24) & 31));
-    return __fadd_rn(__fadd_rn(__fadd_rn(__fadd_rn(acc, v), v1), v2), v3);
+    return rn_add(rn_add(rn_add(rn_add(acc, v), v1), v2), v3);
 }
 
 /* copse__cpu_reduce8 of lanes 0..7's acc; the result on lane 0. */
 static __device__ __forceinline__ float lane_reduce8(float acc, int base, int L)
 {
-    const float s = __fadd_rn(acc, gpu_shfl(acc, base + ((L + 4) & 31)));
-    const float u = __fadd_rn(s, gpu_shfl(s, base + ((L + 2) & 31)));
-    return __fadd_rn(u, gpu_shfl(u, base + ((L + 1) & 31)));
+    const float s = rn_add(acc, gpu_shfl(acc, base + ((L + 4) & 31)));
+    const float u = rn_add(s, gpu_shfl(s, base + ((L + 2) & 31)));
+    return rn_add(u, gpu_shfl(u, base + ((L + 1) & 31)));
 }
 
 template <int TYPE, int NT>
@@ -404,7 +404,7 @@ static __global__ void __launch_bounds__(256)
                 for (int i = 0; i < 4; i++) {
                     const size_t bi = (size_t)tc[j][i % 2] * (size_t)nb + (size_t)b;
                     const float t = bterm<TYPE>(i < 2 ? pa : pb, h0[i], h1[i], qd[bi], qsum[bi]);
-                    acc[j][i] = __fadd_rn(acc[j][i], t);
+                    acc[j][i] = rn_add(acc[j][i], t);
                 }
             }
         }
@@ -417,9 +417,9 @@ static __global__ void __launch_bounds__(256)
         __syncthreads();
         for (int idx = threadIdx.x; idx < 16 * MMA_TOK; idx += 256) {
             const int rr = idx % 16, tt = idx / 16;
-            const float s0 = __fadd_rn(red[0][rr][tt], red[4][rr][tt]), s1 = __fadd_rn(red[1][rr][tt], red[5][rr][tt]);
-            const float s2 = __fadd_rn(red[2][rr][tt], red[6][rr][tt]), s3 = __fadd_rn(red[3][rr][tt], red[7][rr][tt]);
-            const float v = __fadd_rn(__fadd_rn(s0, s2), __fadd_rn(s1, s3));
+            const float s0 = rn_add(red[0][rr][tt], red[4][rr][tt]), s1 = rn_add(red[1][rr][tt], red[5][rr][tt]);
+            const float s2 = rn_add(red[2][rr][tt], red[6][rr][tt]), s3 = rn_add(red[3][rr][tt], red[7][rr][tt]);
+            const float v = rn_add(rn_add(s0, s2), rn_add(s1, s3));
             if (r0 + rr < n_rows && t0 + tt < n_tok)
                 out[(size_t)(t0 + tt) * os + (size_t)(r0 + rr)] = v;
         }
@@ -481,7 +481,7 @@ static __global__ void __launch_bounds__(MV_ROWS * 32)
                 for (int t = 0; t < MV_TOKENS; t++) {
                     float p = -0.0f; /* x + -0 == x */
                     if (t < nt && i < k)
-                        p = __fmul_rn(wv, x[(size_t)(t0 + t) * xs + (size_t)i]);
+                        p = rn_mul(wv, x[(size_t)(t0 + t) * xs + (size_t)i]);
                     acc[t] = lane_add4(acc[t], p, base, L);
                 }
             }
