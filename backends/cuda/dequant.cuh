@@ -5,8 +5,8 @@
  * y[0..31]. K-quant rows are 256-element super-blocks; block b is sub-block
  * b % 8 of super-block b / 8. Formulas and rounding follow core/quant.c
  * (the reference) step by step: products and sums are separate roundings
- * (__fmul_rn, __fadd_rn, never a contracted multiply-add), so embed is
- * bit-identical to the CPU's dequantization.
+ * (rn_mul, rn_add, rn_sub below, never a contracted multiply-add), so embed
+ * is bit-identical to the CPU's dequantization.
  *
  * Supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K
  * (gpu_type_supported). Rows must be a whole number of blocks: 32 elements,
@@ -38,6 +38,43 @@ static inline int64_t gpu_type_row_unit(uint32_t t)
 }
 
 #if COPSE_GPU_DEVICE_CODE
+
+/* Rounded float multiply, add, subtract that are never contracted into a
+ * fused multiply-add. CUDA's __fmul_rn family guarantees that; HIP's is
+ * plain operators in a header, which hipcc's default
+ * -ffp-contract=fast-honor-pragmas may fuse, so on HIP the operation is
+ * written here with contraction off (the flag stays on the instruction
+ * through inlining). */
+#if defined(COPSE_GPU_HIP)
+static __device__ __forceinline__ float rn_mul(float a, float b)
+{
+#pragma clang fp contract(off)
+    return a * b;
+}
+static __device__ __forceinline__ float rn_add(float a, float b)
+{
+#pragma clang fp contract(off)
+    return a + b;
+}
+static __device__ __forceinline__ float rn_sub(float a, float b)
+{
+#pragma clang fp contract(off)
+    return a - b;
+}
+#else
+static __device__ __forceinline__ float rn_mul(float a, float b)
+{
+    return __fmul_rn(a, b);
+}
+static __device__ __forceinline__ float rn_add(float a, float b)
+{
+    return __fadd_rn(a, b);
+}
+static __device__ __forceinline__ float rn_sub(float a, float b)
+{
+    return __fsub_rn(a, b);
+}
+#endif
 
 static __device__ __forceinline__ void k4_scale_min(const unsigned char *s, int j, int *sc, int *mn)
 {
@@ -73,16 +110,16 @@ static __device__ __forceinline__ void dq32(const unsigned char *row, int64_t b,
         const float d = ld_fp16(p);
 #pragma unroll
         for (int j = 0; j < 16; j++) {
-            y[j] = __fmul_rn(d, (float)((p[2 + j] & 0x0f) - 8));
-            y[j + 16] = __fmul_rn(d, (float)((p[2 + j] >> 4) - 8));
+            y[j] = rn_mul(d, (float)((p[2 + j] & 0x0f) - 8));
+            y[j + 16] = rn_mul(d, (float)((p[2 + j] >> 4) - 8));
         }
     } else if (TYPE == COPSE_Q_Q4_1) {
         const unsigned char *p = row + b * 20;
         const float d = ld_fp16(p), m = ld_fp16(p + 2);
 #pragma unroll
         for (int j = 0; j < 16; j++) {
-            y[j] = __fadd_rn(__fmul_rn(d, (float)(p[4 + j] & 0x0f)), m);
-            y[j + 16] = __fadd_rn(__fmul_rn(d, (float)(p[4 + j] >> 4)), m);
+            y[j] = rn_add(rn_mul(d, (float)(p[4 + j] & 0x0f)), m);
+            y[j + 16] = rn_add(rn_mul(d, (float)(p[4 + j] >> 4)), m);
         }
     } else if (TYPE == COPSE_Q_Q5_0 || TYPE == COPSE_Q_Q5_1) {
         const bool q51 = TYPE == COPSE_Q_Q5_1;
@@ -95,11 +132,11 @@ static __device__ __forceinline__ void dq32(const unsigned char *row, int64_t b,
             const int lo = (qs[j] & 0x0f) | (int)(((qh >> j) & 1u) << 4);
             const int hi = (qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1u) << 4);
             if (q51) {
-                y[j] = __fadd_rn(__fmul_rn(d, (float)lo), m);
-                y[j + 16] = __fadd_rn(__fmul_rn(d, (float)hi), m);
+                y[j] = rn_add(rn_mul(d, (float)lo), m);
+                y[j + 16] = rn_add(rn_mul(d, (float)hi), m);
             } else {
-                y[j] = __fmul_rn(d, (float)(lo - 16));
-                y[j + 16] = __fmul_rn(d, (float)(hi - 16));
+                y[j] = rn_mul(d, (float)(lo - 16));
+                y[j + 16] = rn_mul(d, (float)(hi - 16));
             }
         }
     } else if (TYPE == COPSE_Q_Q8_0) {
@@ -107,14 +144,14 @@ static __device__ __forceinline__ void dq32(const unsigned char *row, int64_t b,
         const float d = ld_fp16(p);
 #pragma unroll
         for (int j = 0; j < 32; j++)
-            y[j] = __fmul_rn(d, (float)(signed char)p[2 + j]);
+            y[j] = rn_mul(d, (float)(signed char)p[2 + j]);
     } else if (TYPE == COPSE_Q_Q4_K || TYPE == COPSE_Q_Q5_K) {
         const bool q5 = TYPE == COPSE_Q_Q5_K;
         const unsigned char *p = row + (b / 8) * (q5 ? 176 : 144);
         const int j = (int)(b % 8);
         int sc, mn;
         k4_scale_min(p + 4, j, &sc, &mn);
-        const float dj = __fmul_rn(ld_fp16(p), (float)sc), mj = __fmul_rn(ld_fp16(p + 2), (float)mn);
+        const float dj = rn_mul(ld_fp16(p), (float)sc), mj = rn_mul(ld_fp16(p + 2), (float)mn);
         const unsigned char *qs = p + (q5 ? 48 : 16) + 32 * (j / 2);
         const int shift = j % 2 ? 4 : 0;
 #pragma unroll
@@ -122,20 +159,20 @@ static __device__ __forceinline__ void dq32(const unsigned char *row, int64_t b,
             int q = (qs[l] >> shift) & 0x0f;
             if (q5)
                 q |= ((p[16 + l] >> j) & 1) << 4;
-            y[l] = __fsub_rn(__fmul_rn(dj, (float)q), mj);
+            y[l] = rn_sub(rn_mul(dj, (float)q), mj);
         }
     } else if (TYPE == COPSE_Q_Q6_K) {
         const unsigned char *p = row + (b / 8) * 210;
         const int j = (int)(b % 8), h = j / 4;
         const float d = ld_fp16(p + 208);
-        const float ds0 = __fmul_rn(d, (float)(signed char)p[192 + 2 * j]);
-        const float ds1 = __fmul_rn(d, (float)(signed char)p[193 + 2 * j]);
+        const float ds0 = rn_mul(d, (float)(signed char)p[192 + 2 * j]);
+        const float ds1 = rn_mul(d, (float)(signed char)p[193 + 2 * j]);
 #pragma unroll
         for (int e = 0; e < 32; e++) {
             const int r = 32 * (j % 4) + e;
             const int low4 = (p[64 * h + r % 64] >> (r / 64 ? 4 : 0)) & 0x0f;
             const int high2 = (p[128 + 32 * h + e] >> (2 * (j % 4))) & 3;
-            y[e] = __fmul_rn(e < 16 ? ds0 : ds1, (float)((low4 | (high2 << 4)) - 32));
+            y[e] = rn_mul(e < 16 ? ds0 : ds1, (float)((low4 | (high2 << 4)) - 32));
         }
     }
 }

@@ -283,6 +283,8 @@ static void queue_destroy(copse_backend_queue *bq)
     if (q->am_host)
         (void)cudaFreeHost(q->am_host);
     verify_scratch_free(q);
+    if (q->scratch)
+        dev_free(q->gd, q->scratch, q->scratch_cap);
     (void)cudaGetLastError();
     free(q);
 }
@@ -326,6 +328,37 @@ static copse_status meta_alloc(gpu_queue *q, size_t cap, const char *op)
     q->meta_dev = (unsigned char *)d;
     q->meta_cap = cap;
     meta_reset(q);
+    return COPSE_OK;
+}
+
+copse_status gpu_scratch(gpu_queue *q, size_t n, void **out, const char *op)
+{
+    if (n <= q->scratch_cap && q->scratch) {
+        *out = q->scratch;
+        return COPSE_OK;
+    }
+    const size_t want = n > SIZE_MAX / 2 || n > 2 * q->scratch_cap ? n : 2 * q->scratch_cap;
+    copse_status st = COPSE_OK;
+    if (q->scratch) {
+        st = gpu_capture_break(q, op);
+        if (st == COPSE_OK)
+            st = gpu_check(q->gd, cudaStreamSynchronize(q->stream), op, "cudaStreamSynchronize (scratch)");
+        if (st != COPSE_OK)
+            return st;
+        dev_free(q->gd, q->scratch, q->scratch_cap);
+        q->scratch = NULL;
+        q->scratch_cap = 0;
+    }
+    void *p = NULL;
+    size_t cap = 0;
+    if ((st = dev_malloc(q->gd, want, &p, &cap)) != COPSE_OK) {
+        fprintf(stderr, "copse %s: %s: cannot allocate %zu bytes of device scratch: %s\n", COPSE_GPU_NAME, op, want,
+                copse_err_name(st));
+        return st; /* COPSE_ENOMEM when the device is out of memory */
+    }
+    q->scratch = p;
+    q->scratch_cap = cap;
+    *out = p;
     return COPSE_OK;
 }
 

@@ -128,6 +128,10 @@ struct gpu_queue {
         unsigned long long launched, updated, instantiated, broken, eager;
     } gstat;
     struct gpu_verify_scratch *verify; /* the verify op's memory (verify.cu), NULL until used */
+    /* device scratch (matmul's quantized activations), from the device's
+     * allocator; grown by gpu_scratch, freed at destroy */
+    void *scratch;
+    size_t scratch_cap;
 };
 
 /* What kind of metadata a push holds (slots of last_off / last_n). */
@@ -156,6 +160,11 @@ copse_status gpu_step_end(copse_backend_queue *q, bool ok);
 copse_status gpu_capture_break(gpu_queue *q, const char *op);
 void gpu_graph_init(gpu_queue *q);
 void gpu_graph_destroy(gpu_queue *q);
+/* At least n bytes of the queue's device scratch (256-byte aligned) in
+ * *out. Growing it waits for the queue's stream first (work already queued
+ * may still read the old block); its contents do not survive a growth.
+ * COPSE_ENOMEM (with a message naming op) if the device has no room. */
+copse_status gpu_scratch(gpu_queue *q, size_t n, void **out, const char *op);
 
 /* Device address of a tensor's first row. */
 static inline unsigned char *tdev(const copse_tensor *t)

@@ -25,7 +25,11 @@
  *                                        meets it too); and batch invariance:
  *                                        each token's row of an n-token call
  *                                        equals, bit for bit, the same token
- *                                        computed alone
+ *                                        computed alone; for the cuda, hip
+ *                                        and gpusim backends also exact: bit
+ *                                        for bit the CPU's Q16 queue (level
+ *                                        ref_q8, Q16 activations; the f32
+ *                                        path for types without a Q16 kernel)
  *   attention                            |a - r| <= 1e-5 |r| + 1e-5
  *   softmax                              |a - r| <= 1e-5 |r| + 1e-9, and the
  *                                        reference itself against a double
@@ -72,6 +76,10 @@ static uint64_t rng;
 static copse_backend_dev *cpu_dev, *dut_dev;
 static copse_backend_queue *refq, *dutq;
 static const char *dut_name;
+/* The CPU's Q16 queue (scalar level ref_q8, one thread): the exact matmul
+ * oracle of backends that follow cpu-kernels.h's canonical orders. */
+static copse_backend_queue *q16q;
+static bool exact_matmul;
 
 static float frand(void) /* uniform in [-1, 1) */
 {
@@ -462,6 +470,18 @@ static void test_matmul_one(uint32_t type, int64_t k, int64_t n_out, int64_t n, 
         compare(what, a, r, cnt, 0.0, 0.0, bound);
         free(bound);
         free(wrow);
+        if (exact_matmul) {
+            float *e = xmalloc(4 * cnt);
+            dten eo = dmake(cpu_dev, COPSE_Q_F32, n_out, n, NULL);
+            CHECK_STATUS(q16q->iface.matmul(q16q, &rw.t, &rx.t, &eo.t), COPSE_OK);
+            CHECK_STATUS(q16q->iface.synchronize(q16q), COPSE_OK);
+            dget(&eo, e);
+            char w2[200];
+            snprintf(w2, sizeof w2, "%s: equals the CPU's Q16 matmul", what);
+            compare_exact(w2, a, e, 4 * cnt);
+            dfree(&eo);
+            free(e);
+        }
         /* batch invariance: the first and last tokens alone */
         if (n > 1) {
             for (int pick = 0; pick < 2; pick++) {
@@ -471,7 +491,7 @@ static void test_matmul_one(uint32_t type, int64_t k, int64_t n_out, int64_t n, 
                 CHECK_STATUS(dutq->iface.matmul(dutq, &dw.t, &x1.t, &o1.t), COPSE_OK);
                 CHECK_STATUS(dutq->iface.synchronize(dutq), COPSE_OK);
                 dget(&o1, one);
-                char w2[200];
+                char w2[320];
                 snprintf(w2, sizeof w2, "%s: token %lld alone equals it in the batch", what, (long long)t);
                 compare_exact(w2, one, a + (size_t)(t * n_out), 4 * (size_t)n_out);
                 dfree(&x1);
@@ -508,6 +528,24 @@ static void test_matmul(void)
             test_matmul_one(type, 1536, 576, 17, req);
             test_matmul_one(type, 64, 13, 9, req);
             test_matmul_one(type, 96, 3, 33, req);
+        }
+    }
+    /* bit-exact backends: token counts on both sides of the CUDA kernels'
+     * threshold and inside / across tensor-core tiles, odd row counts,
+     * block counts that are no multiple of 8 or of 32 */
+    if (exact_matmul) {
+        static const int64_t toks[] = {1, 3, 8, 17, 64};
+        for (size_t ti = 0; ti < N_TYPES; ti++) {
+            const uint32_t type = all_types[ti];
+            for (size_t j = 0; j < sizeof toks / sizeof toks[0]; j++) {
+                if (is_k(type)) {
+                    test_matmul_one(type, 256, 37, toks[j], ti < N_REQUIRED);
+                    test_matmul_one(type, 1280, 19, toks[j], ti < N_REQUIRED);
+                } else {
+                    test_matmul_one(type, 320, 37, toks[j], ti < N_REQUIRED);
+                    test_matmul_one(type, 1344, 19, toks[j], ti < N_REQUIRED);
+                }
+            }
         }
     }
     /* the default model's output head (Q4_1 shares the tied embedding's type) */
@@ -1205,6 +1243,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "cannot create the reference queue\n");
         return 1;
     }
+    exact_matmul = strcmp(dut_name, "cuda") == 0 || strcmp(dut_name, "hip") == 0 || strcmp(dut_name, "gpusim") == 0;
+    if (exact_matmul && copse__cpu_queue_create_act(cpu_dev, 1, copse__cpu_kernels_level(COPSE_CPU_LEVEL_REF_Q8),
+                                                    COPSE_CPU_ACT_Q16, &q16q) != COPSE_OK) {
+        fprintf(stderr, "cannot create the CPU Q16 queue\n");
+        refq->iface.destroy(refq);
+        return 1;
+    }
     for (size_t di = 0; di < n_dev; di++) {
         dut_dev = reg->iface.dev_get(reg, di);
         copse_dev_props p;
@@ -1218,12 +1263,16 @@ int main(int argc, char **argv)
             fprintf(stderr, "FAIL %s:%zu: cannot create a queue: %s%s%s\n", dut_name, di, copse_err_name(st),
                     le ? "\n" : "", le ? le(dut_dev) : "");
             refq->iface.destroy(refq);
+            if (q16q)
+                q16q->iface.destroy(q16q);
             return 1;
         }
         if (do_bench) {
             int rc = bench();
             dutq->iface.destroy(dutq);
             refq->iface.destroy(refq);
+            if (q16q)
+                q16q->iface.destroy(q16q);
             return rc;
         }
         test_embed();
@@ -1238,5 +1287,7 @@ int main(int argc, char **argv)
         dutq->iface.destroy(dutq);
     }
     refq->iface.destroy(refq);
+    if (q16q)
+        q16q->iface.destroy(q16q);
     return test_exit();
 }
