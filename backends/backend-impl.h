@@ -247,6 +247,7 @@ typedef const char *(*copse_backend_status_text_fn)(copse_backend_reg *reg);
 typedef const char *(*copse_backend_dev_last_error_fn)(copse_backend_dev *dev);
 copse_backend_reg *copse_backend_cuda_reg(void); /* backends/cuda (COPSE_HAVE_CUDA) */
 copse_backend_reg *copse_backend_hip_reg(void);  /* the same sources through hipcc (COPSE_HAVE_HIP) */
+copse_backend_reg *copse_backend_gpusim_reg(void); /* the same sources on a CPU simulator (COPSE_HAVE_GPUSIM) */
 
 /* ---------------------------------------------------------------- core registry */
 
