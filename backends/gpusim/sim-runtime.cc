@@ -678,9 +678,10 @@ static size_t max_dyn_shmem(const void *fn)
 /* ---------------------------------------------------------------- fibers */
 
 #if defined(__x86_64__)
-/* copse_gpusim_switch(save, to): saves the callee-saved registers, MXCSR and
- * the x87 control word on the current stack, stores the stack pointer in
- * *save, and resumes the context whose stack pointer is to. */
+/* copse_gpusim_switch(save, to): saves the callee-saved registers on the
+ * current stack, stores the stack pointer in *save, and resumes the context
+ * whose stack pointer is to. (MXCSR and the x87 control word are not
+ * switched: nothing in a kernel changes the rounding mode.) */
 extern "C" void copse_gpusim_switch(void **save, void *to);
 asm(".text\n"
     ".globl copse_gpusim_switch\n"
@@ -693,14 +694,8 @@ asm(".text\n"
     "    pushq %r13\n"
     "    pushq %r14\n"
     "    pushq %r15\n"
-    "    subq $8, %rsp\n"
-    "    stmxcsr (%rsp)\n"
-    "    fnstcw 4(%rsp)\n"
     "    movq %rsp, (%rdi)\n"
     "    movq %rsi, %rsp\n"
-    "    ldmxcsr (%rsp)\n"
-    "    fldcw 4(%rsp)\n"
-    "    addq $8, %rsp\n"
     "    popq %r15\n"
     "    popq %r14\n"
     "    popq %r13\n"
@@ -974,7 +969,11 @@ static unsigned warp_round(const char *file, int line, uint32_t mask, const void
     }
     const unsigned par = fb.wpar;
     fb.wpar ^= 1u;
-    memcpy(w.slot[par][fb.lane], in, n);
+    switch (n) { /* fixed sizes: inlined copies */
+    case 4: memcpy(w.slot[par][fb.lane], in, 4); break;
+    case 8: memcpy(w.slot[par][fb.lane], in, 8); break;
+    default: memcpy(w.slot[par][fb.lane], in, n); break;
+    }
     w.arrived |= bit;
     fb.at_block = false;
     fb.file = file;
@@ -991,8 +990,14 @@ void warp_exchange(const char *file, int line, uint32_t mask, const void *in, si
     const unsigned par = warp_round(file, line, mask, in, n);
     executor &ex = *tl_ex;
     const warp_st &w = ex.w[(size_t)ex.f[(size_t)ex.cur].warp];
-    if (src >= 0 && src < 32 && ((w.valid[par] >> src) & 1u))
-        memcpy(out, w.slot[par][src], n);
+    if (src >= 0 && src < 32 && ((w.valid[par] >> src) & 1u)) {
+        if (n == 4)
+            memcpy(out, w.slot[par][src], 4);
+        else if (n == 8)
+            memcpy(out, w.slot[par][src], 8);
+        else
+            memcpy(out, w.slot[par][src], n);
+    }
     else
         memset(out, 0xff, n); /* an exited or absent lane: poison */
 }
@@ -1062,14 +1067,14 @@ static bool fiber_init(executor &ex, fiber &fb)
         fb.stack = (unsigned char *)m;
     }
 #if defined(__x86_64__)
+    /* six saved registers, the "return address" fiber_main, a zero above
+     * it: fiber_main starts with the stack aligned as after a call */
     uintptr_t top = ((uintptr_t)fb.stack + SIM_STACK) & ~(uintptr_t)15;
-    uint64_t *sp = (uint64_t *)(top - 72);
-    uint32_t csr[2] = {0x1f80u, 0x037fu}; /* MXCSR, x87 control word: the defaults */
-    memcpy(&sp[0], csr, 8);
-    for (int i = 1; i <= 6; i++)
+    uint64_t *sp = (uint64_t *)(top - 64);
+    for (int i = 0; i < 6; i++)
         sp[i] = 0;
-    sp[7] = (uint64_t)(uintptr_t)fiber_main;
-    sp[8] = 0;
+    sp[6] = (uint64_t)(uintptr_t)fiber_main;
+    sp[7] = 0;
     fb.c.sp = sp;
 #else
     getcontext(&fb.c.uc);
