@@ -317,6 +317,7 @@ typedef const char *(*copse_backend_dev_last_error_fn)(copse_backend_dev *dev);
 typedef double (*copse_backend_copy_bandwidth_fn)(copse_backend_dev *dev);
 copse_backend_reg *copse_backend_cuda_reg(void); /* backends/cuda (COPSE_HAVE_CUDA) */
 copse_backend_reg *copse_backend_hip_reg(void);  /* the same sources through hipcc (COPSE_HAVE_HIP) */
+copse_backend_reg *copse_backend_gpusim_reg(void); /* the same sources on a CPU simulator (COPSE_HAVE_GPUSIM) */
 
 /* ---------------------------------------------------------------- core registry */
 

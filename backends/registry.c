@@ -18,6 +18,10 @@ static const reg_fn backend_table[] = {
 #if COPSE_HAVE_HIP
     copse_backend_hip_reg,
 #endif
+    /* the CUDA kernels on a CPU simulator: tests only, never picked unless named */
+#if COPSE_HAVE_GPUSIM
+    copse_backend_gpusim_reg,
+#endif
     copse_backend_cpu_reg,
 };
 

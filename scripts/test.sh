@@ -4,7 +4,8 @@
 #   bash scripts/test.sh
 #
 # 1. build/        release build: all suites (unit, model)
-# 2. build-asan/   ASan+UBSan build: unit suite
+# 2. build-asan/   ASan+UBSan build: unit suite, and conformance-gpusim (the CUDA
+#                  kernels on the CPU simulator, out-of-bounds accesses reported)
 # 3. build-fuzz/   clang libFuzzer targets, each run for $COPSE_FUZZ_SECONDS (default 60)
 # Ends with one line: "N passed, M failed, K skipped". Exit 1 if anything failed.
 set -uo pipefail
@@ -45,6 +46,14 @@ if ninja -C build-asan >/dev/null; then
         meson test -C build-asan --suite unit --num-processes 2 --timeout-multiplier 3 --print-errorlogs 2>&1 \
         | tee build-asan/test.log
     count_meson build-asan/test.log
+    # the CUDA kernels on the simulator, under the sanitizers: device memory
+    # is host heap memory, so an out-of-bounds kernel access is reported
+    if [ -f build-asan/tests/test-conformance ] && meson test -C build-asan --list 2>/dev/null | grep -q conformance-gpusim; then
+        UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
+            meson test -C build-asan conformance-gpusim --num-processes 1 --timeout-multiplier 4 --print-errorlogs 2>&1 \
+            | tee build-asan/test-gpusim.log
+        count_meson build-asan/test-gpusim.log
+    fi
 else
     echo "test.sh: sanitizer build failed" >&2
     failed=$((failed + 1))
@@ -54,7 +63,7 @@ fi
 if command -v clang >/dev/null; then
     if [ ! -f build-fuzz/build.ninja ]; then
         CC=clang meson setup build-fuzz --buildtype=debugoptimized -Dfuzz=enabled \
-            -Db_sanitize=address,undefined -Db_lundef=false -Dcuda=disabled -Dhip=disabled >/dev/null
+            -Db_sanitize=address,undefined -Db_lundef=false -Dcuda=disabled -Dhip=disabled -Dgpusim=disabled >/dev/null
     fi
     # only the fuzz targets and the seed writer: the rest is covered by the builds above
     if ninja -C build-fuzz tests/fuzz-gguf tests/fuzz-tokenizer tests/fuzz-server tests/test-gguf >/dev/null; then

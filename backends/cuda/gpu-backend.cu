@@ -140,6 +140,7 @@ static void dev_free(gpu_device *gd, void *p, size_t cap)
 {
     std::lock_guard<std::mutex> lock(gd->mu);
     if (!gd->broken && gd->cache_bytes + cap <= gd->cache_limit) {
+        GPU_MEM_USED(p, 0, cap); /* a cached block is not to be touched until reused */
         gd->cache.push_back(cached_block{p, cap});
         gd->cache_bytes += cap;
         return;
@@ -253,6 +254,7 @@ static copse_status dev_buffer_alloc(copse_backend_dev *dev, size_t size, copse_
         free(b);
         return st;
     }
+    GPU_MEM_USED(b->dptr, size, b->cap);
     b->base.iface = gpu_buffer_i;
     b->base.dev = dev;
     b->base.size = size;
@@ -534,6 +536,8 @@ static void discover(void)
         gd->cc_minor = pr.minor;
 #if defined(COPSE_GPU_HIP)
         snprintf(gd->arch, sizeof gd->arch, "%.63s", pr.gcnArchName);
+#elif defined(COPSE_GPU_SIM)
+        snprintf(gd->arch, sizeof gd->arch, "sim");
 #else
         snprintf(gd->arch, sizeof gd->arch, "sm_%d%d", pr.major, pr.minor);
 #endif

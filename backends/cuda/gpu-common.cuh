@@ -57,6 +57,13 @@
 #define GPU_LAUNCH(grid, block, shmem, stream, ...) __VA_ARGS__<<<(grid), (block), (shmem), (stream)>>>
 #endif
 
+/* GPU_MEM_USED(p, used, cap): of the device block p (cap bytes), only the
+ * first used bytes are in use. The simulator poisons the rest for
+ * AddressSanitizer; nothing on a GPU. */
+#ifndef GPU_MEM_USED
+#define GPU_MEM_USED(p, used, cap) ((void)0)
+#endif
+
 #include <stddef.h>
 #include <stdint.h>
 

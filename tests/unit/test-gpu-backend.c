@@ -2,7 +2,10 @@
  * test-gpu-backend.c — the CUDA and HIP backends (whichever are built),
  * every op once against the CPU reference on small random shapes.
  *
- * Exits 77 (skip) when no built GPU backend has a device (CI has none).
+ * Exits 77 (skip) when no built GPU backend has a device (CI has none, but
+ * the gpusim backend, the same kernels on a CPU simulator, always has one:
+ * `test-gpu-backend gpusim`, plus its out-of-memory and failed-launch cases,
+ * see main).
  * On a GPU machine, for each device: buffers (round trip, bounds, an
  * impossible allocation that must fail with COPSE_ENOMEM and leave the
  * queue usable), then each op on fresh random inputs (COPSE_TEST_SEED
@@ -407,11 +410,68 @@ static void test_buffers(void)
     CHECK(huge == NULL);
 }
 
-int main(void)
+/* Out of memory against the simulator's limit (COPSE_GPUSIM_MEM_LIMIT, set
+ * by the test to 256 MiB): a clear COPSE_ENOMEM, and the device and queue
+ * stay usable. */
+static void test_mem_limit(void)
 {
-    static const char *const names[] = {"cuda", "hip"};
+    const size_t big = (size_t)160 << 20;
+    copse_backend_buffer *a = NULL, *b = NULL;
+    CHECK_STATUS(gdev->iface.buffer_alloc(gdev, big, &a), COPSE_OK);
+    CHECK_STATUS(gdev->iface.buffer_alloc(gdev, big, &b), COPSE_ENOMEM);
+    CHECK(b == NULL);
+    if (a)
+        a->iface.free(a);
+    CHECK_STATUS(gdev->iface.buffer_alloc(gdev, big, &b), COPSE_OK);
+    if (b)
+        b->iface.free(b);
+    test_rowwise(); /* the queue still works */
+}
+
+/* A failed launch (COPSE_GPUSIM_FAIL_LAUNCH=3, set by the test: the third
+ * kernel): that op returns COPSE_EIO, the device is marked broken and every
+ * later call on it fails with COPSE_EIO; the CPU backend is unaffected. */
+static void test_failed_launch(void)
+{
+    const int64_t d = 64, n = 2;
+    float *a = frand_array((size_t)(d * n), 1.0f);
+    pair pa = pmake(COPSE_Q_F32, d, n, a), po = pmake(COPSE_Q_F32, d, n, NULL);
+    CHECK_STATUS(gq->iface.add(gq, &pa.gt, &pa.gt, &po.gt), COPSE_OK);
+    CHECK_STATUS(gq->iface.add(gq, &pa.gt, &pa.gt, &po.gt), COPSE_OK);
+    CHECK_STATUS(gq->iface.add(gq, &pa.gt, &pa.gt, &po.gt), COPSE_EIO); /* launch 3 fails */
+    CHECK_STATUS(gq->iface.add(gq, &pa.gt, &pa.gt, &po.gt), COPSE_EIO);
+    CHECK_STATUS(gq->iface.synchronize(gq), COPSE_EIO);
+    float back[128];
+    CHECK_STATUS(po.gb->iface.download(po.gb, 0, back, sizeof back), COPSE_EIO);
+    copse_backend_buffer *b = NULL;
+    CHECK_STATUS(gdev->iface.buffer_alloc(gdev, 4096, &b), COPSE_EIO);
+    CHECK(b == NULL);
+    copse_backend_queue *q2 = NULL;
+    CHECK(gdev->iface.queue_create(gdev, 0, &q2) != COPSE_OK);
+    /* the CPU backend still computes */
+    CHECK_STATUS(cq->iface.add(cq, &pa.ct, &pa.ct, &po.ct), COPSE_OK);
+    CHECK_STATUS(cq->iface.synchronize(cq), COPSE_OK);
+    CHECK_STATUS(po.cb->iface.download(po.cb, 0, back, sizeof back), COPSE_OK);
+    CHECK(back[5] == a[5] + a[5]);
+    free(a);
+    pfree(&pa), pfree(&po);
+}
+
+/*   test-gpu-backend [BACKEND] [--mem-limit | --fail-launch]
+ * BACKEND: one backend to test (default: cuda and hip, whichever are
+ * built); --mem-limit and --fail-launch run only that case (the simulator,
+ * with its environment variable set). */
+int main(int argc, char **argv)
+{
+    static const char *names[] = {"cuda", "hip"};
+    size_t n_names = 2;
+    const char *mode = argc > 2 ? argv[2] : "";
+    if (argc > 1) {
+        names[0] = argv[1];
+        n_names = 1;
+    }
     int n_built = 0, n_dev = 0;
-    for (size_t i = 0; i < 2; i++) {
+    for (size_t i = 0; i < n_names; i++) {
         copse_backend_reg *r = copse__backend_find(names[i]);
         if (!r)
             continue;
@@ -434,7 +494,7 @@ int main(void)
     cdev = cpu->iface.dev_get(cpu, 0);
     if (copse__cpu_queue_create_act(cdev, 1, copse__cpu_kernels_ref(), COPSE_CPU_ACT_F32, &cq) != COPSE_OK)
         return 1;
-    for (size_t i = 0; i < 2; i++) {
+    for (size_t i = 0; i < n_names; i++) {
         copse_backend_reg *r = copse__backend_find(names[i]);
         for (size_t d = 0; r && d < r->iface.dev_count(r); d++) {
             gdev = r->iface.dev_get(r, d);
@@ -446,6 +506,19 @@ int main(void)
             CHECK_STATUS(gdev->iface.queue_create(gdev, 0, &gq), COPSE_OK);
             if (!gq)
                 continue;
+            if (!strcmp(mode, "--fail-launch")) {
+                test_failed_launch();
+                gq->iface.destroy(gq);
+                gq = NULL;
+                continue;
+            }
+            if (!strcmp(mode, "--mem-limit")) {
+                test_mem_limit();
+                CHECK_STATUS(gq->iface.synchronize(gq), COPSE_OK);
+                gq->iface.destroy(gq);
+                gq = NULL;
+                continue;
+            }
             test_buffers();
             test_embed();
             test_matmul();
