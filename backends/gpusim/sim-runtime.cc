@@ -170,6 +170,7 @@ cudaError_t PeekAtLastError(void)
     X(cudaErrorStreamCaptureInvalidated, "operation failed due to a previous error during capture")              \
     X(cudaErrorStreamCaptureUnmatched, "capture was not initiated in this stream")                                \
     X(cudaErrorStreamCaptureImplicit, "operation would make the legacy stream depend on a capturing blocking stream") \
+    X(cudaErrorGraphExecUpdateFailure, "the graph update was not performed because it included changes which violated constraints specific to instantiated graph update") \
     X(cudaErrorUnknown, "unknown error")
 
 const char *GetErrorString(cudaError_t e)
@@ -622,6 +623,19 @@ cudaError_t GraphLaunch(cudaGraphExec_t x, cudaStream_t s)
         }
         return cudaSuccess;
     });
+}
+
+cudaError_t GraphExecUpdate(cudaGraphExec_t x, cudaGraph_t g, cudaGraphExecUpdateResultInfo *info)
+{
+    if (!x || !g)
+        return fail(cudaErrorInvalidValue);
+    const bool same = x->ops.size() == g->ops.size();
+    if (info)
+        info->result = same ? 0 : 1;
+    if (!same)
+        return fail(cudaErrorGraphExecUpdateFailure);
+    x->ops = g->ops;
+    return enter();
 }
 
 cudaError_t GraphExecDestroy(cudaGraphExec_t x)

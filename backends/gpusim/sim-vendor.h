@@ -133,6 +133,7 @@ enum cudaError_t {
     cudaErrorStreamCaptureInvalidated = 901,
     cudaErrorStreamCaptureUnmatched = 903,
     cudaErrorStreamCaptureImplicit = 906,
+    cudaErrorGraphExecUpdateFailure = 910,
     cudaErrorUnknown = 999,
 };
 
@@ -196,6 +197,9 @@ typedef copse_gpusim_rt::stream *cudaStream_t;
 typedef copse_gpusim_rt::event *cudaEvent_t;
 typedef copse_gpusim_rt::graph *cudaGraph_t;
 typedef copse_gpusim_rt::graph_exec *cudaGraphExec_t;
+typedef struct cudaGraphExecUpdateResultInfo {
+    int result; /* 0: success, 1: error (topology changed) */
+} cudaGraphExecUpdateResultInfo;
 
 /* ---------------------------------------------------------------- runtime API (sim-runtime.cc) */
 namespace copse_gpusim_rt {
@@ -230,6 +234,9 @@ cudaError_t StreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode);
 cudaError_t StreamEndCapture(cudaStream_t s, cudaGraph_t *g);
 cudaError_t GraphInstantiate(cudaGraphExec_t *x, cudaGraph_t g, unsigned long long flags = 0);
 cudaError_t GraphLaunch(cudaGraphExec_t x, cudaStream_t s);
+/* In place when g has as many nodes as x (the simulator's notion of "the
+ * same topology"), else cudaErrorGraphExecUpdateFailure, not sticky. */
+cudaError_t GraphExecUpdate(cudaGraphExec_t x, cudaGraph_t g, cudaGraphExecUpdateResultInfo *info);
 cudaError_t GraphExecDestroy(cudaGraphExec_t x);
 cudaError_t GraphDestroy(cudaGraph_t g);
 cudaError_t FuncGetAttributes(cudaFuncAttributes *a, const void *fn);
@@ -530,6 +537,9 @@ static inline float __high2float(__half2 h) { return __half2float(h.y); }
 template <typename T>
 static inline T __ldg(const T *p) { return *p; }
 static inline int __popc(unsigned x) { return __builtin_popcount(x); }
+/* CUDA's integer min/max device functions */
+template <typename T> static inline T min(T a, T b) { return b < a ? b : a; }
+template <typename T> static inline T max(T a, T b) { return a < b ? b : a; }
 static inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
 static inline int __clz(int x) { return x ? __builtin_clz((unsigned)x) : 32; }
 static inline int __clzll(long long x) { return x ? __builtin_clzll((unsigned long long)x) : 64; }
@@ -603,6 +613,7 @@ static inline int __mulhi(int a, int b) { return (int)(((int64_t)a * b) >> 32); 
 #define cudaGraphExecDestroy ::copse_gpusim_rt::GraphExecDestroy
 #define cudaGraphInstantiate ::copse_gpusim_rt::GraphInstantiate
 #define cudaGraphLaunch ::copse_gpusim_rt::GraphLaunch
+#define cudaGraphExecUpdate ::copse_gpusim_rt::GraphExecUpdate
 #define cudaHostAlloc ::copse_gpusim_rt::host_alloc_t
 #define cudaMallocHost ::copse_gpusim_rt::host_alloc_t
 #define cudaMalloc ::copse_gpusim_rt::malloc_t
