@@ -26,6 +26,11 @@
  * depends neither on its tile nor on the batch, and it is bit for bit the
  * one k_attention computes (a token decoded alone and the same token in a
  * verification batch agree). Visibility per row as in attention.cu.
+ *
+ * Checked on the CPU simulator (backends/gpusim, the conformance attention
+ * cases, also under ASan): within tolerance of the reference and equal bit
+ * for bit to k_attention (COPSE_GPU_TREE_ATTENTION=0 vs 1, and the
+ * decode-vs-batch invariance checks). Not yet timed on a GPU.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +44,7 @@ namespace COPSE_GPU_NS {
 #define TA_ROWS (TA_WARPS * TA_RPW)         /* query rows per block, at most */
 #define TA_QFLOATS 4096                     /* query rows x head_dim in shared memory, at most */
 #define TA_SLAB (4096 / COPSE_WARP)         /* head_dim columns of a K/V chunk staged at once */
-#define TA_DEFAULT 0                        /* on without COPSE_GPU_TREE_ATTENTION (not yet run on a simulator or GPU) */
+#define TA_DEFAULT 1                        /* on without COPSE_GPU_TREE_ATTENTION */
 
 #if COPSE_GPU_DEVICE_CODE
 /* Columns [lo, lo + n) of the chunk's keys' rows of a pool (F16 or F32)
@@ -105,7 +110,7 @@ static __global__ void __launch_bounds__(TA_WARPS *COPSE_WARP)
     const int kvh = (int)blockIdx.y / hchunks;
     const int h0 = kvh * am.group + ((int)blockIdx.y % hchunks) * hpb, hend = (kvh + 1) * am.group;
     const int32_t first = am.first[s], base = am.base[s], nb = base + am.n_new[s], committed = am.committed[s];
-    const int32_t tend = min(t0 + tpb, first + am.n_new[s]);
+    const int32_t tend = t0 + tpb < first + am.n_new[s] ? t0 + tpb : first + am.n_new[s];
     const int32_t *table = am.tables + am.tab_off[s];
     const int32_t words = (nb + 63) / 64;
     const uint64_t *masks = am.mask_off[s] >= 0 ? am.masks + am.mask_off[s] : NULL;
@@ -153,7 +158,7 @@ static __global__ void __launch_bounds__(TA_WARPS *COPSE_WARP)
         for (int k = 0; k < TA_RPW; k++)
             d[k] = 0.0f;
         for (int lo = 0; lo < hd; lo += TA_SLAB) {
-            const int n = min(TA_SLAB, hd - lo);
+            const int n = hd - lo < TA_SLAB ? hd - lo : TA_SLAB;
             __syncthreads();
             ta_stage<K16>(kv, slot_sh, kp, kps, kcol, lo, n, kvec);
             __syncthreads();
@@ -198,7 +203,7 @@ static __global__ void __launch_bounds__(TA_WARPS *COPSE_WARP)
 
         /* P.V: every row's output elements, the chunk's keys in order */
         for (int lo = 0; lo < hd; lo += TA_SLAB) {
-            const int n = min(TA_SLAB, hd - lo);
+            const int n = hd - lo < TA_SLAB ? hd - lo : TA_SLAB;
             __syncthreads();
             ta_stage<V16>(kv, slot_sh, vp, vps, vcol, lo, n, vvec);
             __syncthreads();

@@ -39,7 +39,8 @@
  * heads of 64, vocabulary 49152), every weight type the backend takes
  * (F32, F16, Q4_0, Q4_1, Q8_0, Q4_K and Q6_K are required; Q5_0, Q5_1
  * may answer COPSE_EUNSUPPORTED), F32 and F16 KV pools, tree masks,
- * several sequences, prefixes across attention chunks and KV blocks, and
+ * several sequences, prefixes across attention chunks and KV blocks,
+ * head_dim 6 to 256 and grouped-query groups of 1 to 32, and
  * kv_commit move lists with chained moves (core/kvcache.h's contract).
  * Also: a huge allocation fails with COPSE_ENOMEM, no crash.
  *
@@ -732,6 +733,11 @@ static void test_attention(void)
         test_attention_one(2, 4, 4, 32, 5, COPSE_Q_F32, true, false);
         test_attention_one(3, 2, 1, 96, 7, COPSE_Q_F16, false, false);
         test_attention_one(1, 2, 2, 6, 3, COPSE_Q_F32, true, false);
+        /* wide heads and large groups: a device kernel's column slabs,
+         * head chunks and unaligned rows */
+        test_attention_one(2, 32, 1, 256, 16, COPSE_Q_F16, true, false);
+        test_attention_one(1, 3, 1, 160, 5, COPSE_Q_F32, false, false);
+        test_attention_one(2, 4, 2, 100, 7, COPSE_Q_F16, true, false);
     }
     /* appending to scratch (model drafters), where the device supports it */
     if (dutq->iface.attention_scratch_base) {
