@@ -101,7 +101,8 @@ static __global__ void __launch_bounds__(TA_WARPS *COPSE_WARP)
                      const float *qry, size_t qs, const unsigned char *kp, size_t kps, const unsigned char *vp,
                      size_t vps, float *out, size_t os, bool kvec, bool vvec)
 {
-    __shared__ float qsh[TA_QFLOATS];
+    __shared__ float4 qsh4[TA_QFLOATS / 4]; /* float4: 16-byte aligned rows when head_dim % 4 == 0 */
+    float *qsh = (float *)(void *)qsh4;
     __shared__ float kv[COPSE_WARP][TA_SLAB + 1]; /* +1: lane i reading row i is conflict-free */
     __shared__ int32_t slot_sh[COPSE_WARP];
     const int lane = threadIdx.x % COPSE_WARP, wi = threadIdx.x / COPSE_WARP;
@@ -162,7 +163,21 @@ static __global__ void __launch_bounds__(TA_WARPS *COPSE_WARP)
             __syncthreads();
             ta_stage<K16>(kv, slot_sh, kp, kps, kcol, lo, n, kvec);
             __syncthreads();
-            for (int e = 0; e < n; e++) {
+            int e = 0;
+            if (hd % 4 == 0) /* then lo and n are multiples of 4 too: the query as float4 */
+                for (; e < n; e += 4) {
+                    const float k0 = kv[lane][e], k1 = kv[lane][e + 1], k2 = kv[lane][e + 2], k3 = kv[lane][e + 3];
+#pragma unroll
+                    for (int k = 0; k < TA_RPW; k++)
+                        if (valid[k]) {
+                            const float4 q4 = *(const float4 *)(const void *)&qsh[(wi + TA_WARPS * k) * hd + lo + e];
+                            d[k] = fmaf(q4.x, k0, d[k]);
+                            d[k] = fmaf(q4.y, k1, d[k]);
+                            d[k] = fmaf(q4.z, k2, d[k]);
+                            d[k] = fmaf(q4.w, k3, d[k]);
+                        }
+                }
+            for (; e < n; e++) {
                 const float kx = kv[lane][e];
 #pragma unroll
                 for (int k = 0; k < TA_RPW; k++)
