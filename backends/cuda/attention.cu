@@ -2,15 +2,28 @@
  * attention.cu — paged attention over a ragged batch with tree masks (also
  * built for HIP). Contract: copse_attn_batch in backend-impl.h.
  *
- * One warp per (token, query head), ATT_HEADS heads per thread block (the
- * heads of a grouped-query group are neighbours, so they share K/V reads in
- * cache). Single pass, flash style: the token's visible keys are walked in
- * chunks of COPSE_WARP, lane i scoring key i of the chunk (its whole K row
- * against the query in shared memory); the chunk's maximum and the running
- * one give the online-softmax rescale; then every lane accumulates its
- * head_dim / COPSE_WARP output elements over the chunk's keys in key order
- * (probabilities and slots broadcast by shuffles). No split over the keys,
- * so a token's output depends only on its own keys (batch invariance).
+ * Two kernels, the same arithmetic for each (token, query head), so a
+ * token's output is bit for bit the same whichever runs it:
+ * - k_attention (here), for decode batches (every sequence has one new
+ *   token): one warp per (token, query head), ATT_HEADS heads per thread
+ *   block (the heads of a grouped-query group are neighbours, so they
+ *   share K/V reads in cache).
+ * - k_attention_tree (attention-tree.cu), for every other batch (token
+ *   trees, prefill): one thread block per (tile of a sequence's new
+ *   tokens, KV head), which stages each chunk's K and V rows in shared
+ *   memory once for all its tokens x grouped query heads, instead of
+ *   every (token, head) reading the sequence's whole K/V.
+ *   COPSE_GPU_TREE_ATTENTION=1 / 0 switches it on / off (see there for
+ *   the default).
+ *
+ * The arithmetic, single pass, flash style: the token's visible keys are
+ * walked in chunks of COPSE_WARP by position, lane i scoring key i of the
+ * chunk (a fmaf chain over its K row against the query, then * scale);
+ * the chunk's maximum and the running one give the online-softmax rescale
+ * (l = fmaf(l, alpha, chunk sum)); then every lane accumulates its
+ * head_dim / COPSE_WARP output elements over the chunk's keys in key order.
+ * No split over the keys, so a token's output depends only on its own keys
+ * (batch invariance).
  *
  * Visible keys, in the order the CPU reference folds them: the committed
  * prefix (positions 0 .. committed-1), then the new entries k of the
@@ -23,27 +36,19 @@
  *
  * Host metadata, one int32 array (META_ATTN, so the layers of one forward
  * step upload it once): tok_seq[n_tokens], then per sequence first, n_new,
- * committed, base, table offset, mask offset (-1: causal), then the block tables;
- * the masks follow as uint64 words in a second array.
+ * committed, base, table offset, mask offset (-1: causal), then the block
+ * tables, then (tree kernel only) the first token of each tile; the masks
+ * follow as uint64 words in a second array.
  */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "gpu-common.cuh"
+#include "attention.cuh"
 
 namespace COPSE_GPU_NS {
 
 #define ATT_HEADS 4      /* warps (query heads) per thread block */
-#define ATT_MAX_HD 256   /* largest head_dim */
-#define ATT_R (ATT_MAX_HD / COPSE_WARP)
-
-struct attn_meta {
-    const int32_t *tok_seq, *first, *n_new, *committed, *base, *tab_off, *mask_off, *tables;
-    const uint64_t *masks;
-    int32_t n_tokens, n_heads, group, head_dim, block_size;
-    float scale;
-};
 
 template <bool K16, bool V16>
 static __global__ void __launch_bounds__(ATT_HEADS *COPSE_WARP)
@@ -105,7 +110,7 @@ static __global__ void __launch_bounds__(ATT_HEADS *COPSE_WARP)
             continue; /* nothing visible yet (uniform over the warp) */
         const float alpha = m == -INFINITY ? 0.0f : expf(m - mn);
         const float p = vis ? expf(sc - mn) : 0.0f;
-        l = l * alpha + warp_sum(p);
+        l = fmaf(l, alpha, warp_sum(p)); /* explicit: k_attention_tree does the same */
 #pragma unroll
         for (int r = 0; r < ATT_R; r++)
             acc[r] *= alpha;
@@ -162,10 +167,14 @@ copse_status op_attention(copse_backend_queue *bq, const copse_tensor *qry, cons
         if (b->mask[s])
             n_mask += (size_t)b->n_new[s] * (size_t)((nb + 63) / 64);
     }
+    const bool tree = tree_attn_wanted(b);
+    tree_plan plan = {};
+    if (tree)
+        tree_attn_plan(b, q->gd->sm_count, &plan);
     std::vector<int32_t> ib;
     std::vector<uint64_t> mb;
     try {
-        ib.resize((size_t)T + 6 * (size_t)S + n_tab);
+        ib.resize((size_t)T + 6 * (size_t)S + n_tab + (size_t)plan.n_tiles);
         mb.resize(n_mask ? n_mask : 1);
     } catch (...) {
         return COPSE_ENOMEM;
@@ -194,6 +203,8 @@ copse_status op_attention(copse_backend_queue *bq, const copse_tensor *qry, cons
             mask_off[s] = -1;
         }
     }
+    if (tree)
+        tree_attn_tiles(b, &plan, tables + to);
     const void *di = NULL, *dm = NULL;
     if ((st = gpu_meta_push(q, META_ATTN, ib.data(), ib.size() * sizeof(int32_t), &di, "attention")) != COPSE_OK ||
         (st = gpu_meta_push(q, META_ANY, mb.data(), mb.size() * sizeof(uint64_t), &dm, "attention")) != COPSE_OK)
@@ -216,10 +227,14 @@ copse_status op_attention(copse_backend_queue *bq, const copse_tensor *qry, cons
     am.block_size = b->block_size;
     am.scale = b->scale;
 
-    dim3 grid((unsigned)T, (unsigned)((b->n_heads + ATT_HEADS - 1) / ATT_HEADS));
     const float *qp = (const float *)(void *)tdev(qry);
     float *op = (float *)(void *)tdev(out);
     const size_t qs = qry->row_stride / sizeof(float), ostr = out->row_stride / sizeof(float);
+    if (tree) {
+        tree_attn_launch(q, am, am.tables + to, plan, qp, qs, k_pool, v_pool, op, ostr);
+        return gpu_launch_check(q, "attention");
+    }
+    dim3 grid((unsigned)T, (unsigned)((b->n_heads + ATT_HEADS - 1) / ATT_HEADS));
     const bool k16 = k_pool->type == COPSE_Q_F16, v16 = v_pool->type == COPSE_Q_F16;
 #define ATT_(K, V)                                                                                                \
     GPU_LAUNCH(grid, ATT_HEADS * COPSE_WARP, 0, q->stream, k_attention<K, V>)(am, qp, qs, tdev(k_pool), k_pool->row_stride, \

@@ -30,7 +30,12 @@
  *                                        for bit the CPU's Q16 queue (level
  *                                        ref_q8, Q16 activations; the f32
  *                                        path for types without a Q16 kernel)
- *   attention                            |a - r| <= 1e-5 |r| + 1e-5
+ *   attention                            |a - r| <= 1e-5 |r| + 1e-5; and
+ *                                        batch invariance: a sequence's first
+ *                                        and last new tokens computed alone
+ *                                        (a decode call, earlier entries as a
+ *                                        scratch base) equal their rows of the
+ *                                        batch bit for bit
  *   softmax                              |a - r| <= 1e-5 |r| + 1e-9, and the
  *                                        reference itself against a double
  *                                        formula: 1e-6 |p| + 1e-12
@@ -51,7 +56,8 @@
  * heads of 64, vocabulary 49152), every weight type the backend takes
  * (F32, F16, Q4_0, Q4_1, Q8_0, Q4_K and Q6_K are required; Q5_0, Q5_1
  * may answer COPSE_EUNSUPPORTED), F32 and F16 KV pools, tree masks,
- * several sequences, prefixes across attention chunks and KV blocks, and
+ * several sequences, prefixes across attention chunks and KV blocks,
+ * head_dim 6 to 256 and grouped-query groups of 1 to 32, and
  * kv_commit move lists with chained moves (core/kvcache.h's contract).
  * Also: a huge allocation fails with COPSE_ENOMEM, no crash.
  *
@@ -714,6 +720,43 @@ static void test_attention_one(int n_seqs, int n_heads, int n_kv_heads, int hd, 
         dget(&ro, r);
         dget(&dox, a);
         compare(what, a, r, cnt, 1e-5, 1e-5, NULL);
+        /* batch invariance: the first and last new tokens of each sequence
+         * alone (a decode-shaped call: its earlier new entries become a
+         * scratch base, so tokens past the first need one) equal, bit for
+         * bit, their rows of the batch */
+        for (int s = 0; s < n_seqs; s++)
+            for (int pick = 0; pick < 2; pick++) {
+                const int32_t j = pick ? n_new[s] - 1 : 0, b1 = (with_base ? base[s] : 0) + j;
+                if ((pick && j == 0) || (b1 > 0 && !dutq->iface.attention_scratch_base))
+                    continue;
+                const int32_t f1 = 0, n1 = 1, w1 = (b1 + 1 + 63) / 64;
+                uint64_t *m1 = NULL;
+                if (masks[s]) {
+                    const int32_t wall = ((with_base ? base[s] : 0) + n_new[s] + 63) / 64;
+                    m1 = xmalloc(sizeof(uint64_t) * (size_t)w1);
+                    memcpy(m1, masks[s] + (size_t)j * (size_t)wall, sizeof(uint64_t) * (size_t)w1);
+                }
+                const int32_t *t1[1] = {tables[s]};
+                const uint64_t *mm1[1] = {m1};
+                copse_attn_batch b1s = {.n_seqs = 1, .n_tokens = 1, .block_size = block_size, .first = &f1,
+                                        .n_new = &n1, .committed = &committed[s], .tables = t1, .mask = mm1,
+                                        .base = b1 > 0 ? &b1 : NULL, .n_heads = n_heads, .n_kv_heads = n_kv_heads,
+                                        .head_dim = hd, .scale = b.scale};
+                const size_t row = (size_t)(first[s] + j);
+                dten q1 = dmake(dut_dev, COPSE_Q_F32, qd, 1, qv + row * (size_t)qd);
+                dten o1 = dmake(dut_dev, COPSE_Q_F32, qd, 1, NULL);
+                CHECK_STATUS(dutq->iface.attention(dutq, &q1.t, &dk.t, &dv.t, &b1s, &o1.t), COPSE_OK);
+                CHECK_STATUS(dutq->iface.synchronize(dutq), COPSE_OK);
+                float *one = xmalloc(4 * (size_t)qd);
+                dget(&o1, one);
+                char w2[260];
+                snprintf(w2, sizeof w2, "%s: seq %d token %d alone equals it in the batch", what, s, (int)j);
+                compare_exact(w2, one, a + row * (size_t)qd, 4 * (size_t)qd);
+                free(one);
+                free(m1);
+                dfree(&q1);
+                dfree(&o1);
+            }
         free(a);
         free(r);
     }
@@ -743,6 +786,11 @@ static void test_attention(void)
         test_attention_one(2, 4, 4, 32, 5, COPSE_Q_F32, true, false);
         test_attention_one(3, 2, 1, 96, 7, COPSE_Q_F16, false, false);
         test_attention_one(1, 2, 2, 6, 3, COPSE_Q_F32, true, false);
+        /* wide heads and large groups: a device kernel's column slabs,
+         * head chunks and unaligned rows */
+        test_attention_one(2, 32, 1, 256, 16, COPSE_Q_F16, true, false);
+        test_attention_one(1, 3, 1, 160, 5, COPSE_Q_F32, false, false);
+        test_attention_one(2, 4, 2, 100, 7, COPSE_Q_F16, true, false);
     }
     /* appending to scratch (model drafters), where the device supports it */
     if (dutq->iface.attention_scratch_base) {
@@ -1116,6 +1164,50 @@ static double now_s(void)
         printf("%-48s %10.1f us\n", (label), (now_s() - t0_) / (reps) * 1e6);                            \
     } while (0)
 
+/* Attention on the 8B llama shape (32 heads, 8 KV heads of 128, F16
+ * pools) at depth 512: one decode token, and a 32-token tree (a binary
+ * tree over the new entries) whose cost the project wants within 1.5x. */
+static void bench_attention_llama(void)
+{
+    const int32_t committed = 512, block = 16, nh = 32, nkv = 8, hd = 128, kvd = nkv * hd;
+    const int32_t nb = (committed + 32 + block - 1) / block;
+    int32_t *table = xmalloc(sizeof(int32_t) * (size_t)nb);
+    for (int32_t i = 0; i < nb; i++)
+        table[i] = nb - 1 - i;
+    const size_t pbytes = row_bytes(COPSE_Q_F16, kvd) * (size_t)nb * block;
+    uint8_t *pool = xmalloc(pbytes);
+    float *x = xmalloc(sizeof(float) * (size_t)nh * hd * 32);
+    fill_f32(x, (size_t)nh * hd * 32, 1.0f);
+    for (size_t i = 0; i < pbytes / 2; i++)
+        put_fp16(pool + 2 * i, x[i % ((size_t)nh * hd * 32)]);
+    dten kp = dmake(dut_dev, COPSE_Q_F16, kvd, (int64_t)nb * block, pool);
+    dten vp = dmake(dut_dev, COPSE_Q_F16, kvd, (int64_t)nb * block, pool);
+    dten qd = dmake(dut_dev, COPSE_Q_F32, (int64_t)nh * hd, 32, x);
+    dten od = dmake(dut_dev, COPSE_Q_F32, (int64_t)nh * hd, 32, NULL);
+    uint64_t mask[32] = {0};
+    for (int32_t j = 0; j < 32; j++)
+        for (int32_t u = j; u >= 0; u = u == 0 ? -1 : (u - 1) / 2)
+            mask[j] |= 1ull << u;
+    for (int pick = 0; pick < 2; pick++) {
+        int32_t first = 0, nn = pick ? 32 : 1;
+        const int32_t *tabs[1] = {table};
+        const uint64_t *masks[1] = {pick ? mask : NULL};
+        copse_attn_batch ab = {.n_seqs = 1, .n_tokens = nn, .block_size = block, .first = &first, .n_new = &nn,
+                               .committed = &committed, .tables = tabs, .mask = masks, .n_heads = nh,
+                               .n_kv_heads = nkv, .head_dim = hd, .scale = 1.0f / sqrtf((float)hd)};
+        char label[96];
+        snprintf(label, sizeof label, "attention 32/8x128 F16 depth 512, %s", pick ? "tree n=32" : "n=1");
+        TIME_OP(label, pick ? 20 : 50, dutq->iface.attention(dutq, &qd.t, &kp.t, &vp.t, &ab, &od.t));
+    }
+    dfree(&kp);
+    dfree(&vp);
+    dfree(&qd);
+    dfree(&od);
+    free(table);
+    free(pool);
+    free(x);
+}
+
 static int bench(void)
 {
     const int64_t d = 576, ff = 1536, nv = 49152, kvd = 192;
@@ -1209,6 +1301,7 @@ static int bench(void)
         dfree(&of);
         dfree(&ov);
     }
+    bench_attention_llama();
     return test_exit();
 }
 
