@@ -333,6 +333,33 @@ static copse_status meta_alloc(gpu_queue *q, size_t cap, const char *op)
     return COPSE_OK;
 }
 
+copse_status gpu_mirror_reserve(gpu_queue *q, size_t elem, size_t n, void **dev, void **host, size_t *cap,
+                                const char *op)
+{
+    if (n <= *cap && *dev)
+        return COPSE_OK;
+    copse_status st = gpu_capture_break(q, op);
+    if (st == COPSE_OK)
+        st = gpu_check(q->gd, cudaStreamSynchronize(q->stream), op, "cudaStreamSynchronize");
+    if (st != COPSE_OK)
+        return st;
+    void *d = NULL, *h = NULL;
+    if ((st = gpu_check(q->gd, cudaMalloc(&d, n * elem), op, "cudaMalloc")) != COPSE_OK)
+        return st;
+    if ((st = gpu_check(q->gd, cudaHostAlloc(&h, n * elem, cudaHostAllocDefault), op, "cudaHostAlloc")) != COPSE_OK) {
+        (void)cudaFree(d);
+        return st;
+    }
+    if (*dev)
+        (void)cudaFree(*dev);
+    if (*host)
+        (void)cudaFreeHost(*host);
+    *dev = d;
+    *host = h;
+    *cap = n;
+    return COPSE_OK;
+}
+
 copse_status gpu_scratch(gpu_queue *q, size_t n, void **out, const char *op)
 {
     if (n <= q->scratch_cap && q->scratch) {

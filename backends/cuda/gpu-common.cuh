@@ -173,6 +173,13 @@ void gpu_graph_destroy(gpu_queue *q);
  * COPSE_ENOMEM (with a message naming op) if the device has no room. */
 copse_status gpu_scratch(gpu_queue *q, size_t n, void **out, const char *op);
 
+/* A device array and its pinned host mirror (results that leave the
+ * device) with room for at least n elements of elem bytes: when *cap is
+ * smaller, waits for the queue's stream (it may still use the old pair),
+ * frees it and allocates n. COPSE_ENOMEM / EIO with a message naming op. */
+copse_status gpu_mirror_reserve(gpu_queue *q, size_t elem, size_t n, void **dev, void **host, size_t *cap,
+                                const char *op);
+
 /* Device address of a tensor's first row. */
 static inline unsigned char *tdev(const copse_tensor *t)
 {

@@ -442,27 +442,9 @@ copse_status op_argmax(copse_backend_queue *bq, const copse_tensor *logits, int3
         st = gpu_capture_break(q, "argmax"); /* it waits for its result */
     if (st != COPSE_OK || n == 0)
         return st;
-    if ((size_t)n > q->am_cap) {
-        /* grow the result rows; wait for the stream, which may still write the old ones */
-        if ((st = gpu_check(q->gd, cudaStreamSynchronize(q->stream), "argmax", "cudaStreamSynchronize")) != COPSE_OK)
-            return st;
-        void *d = NULL, *h = NULL;
-        const size_t cap = (size_t)n < 256 ? 256 : (size_t)n;
-        if ((st = gpu_check(q->gd, cudaMalloc(&d, cap * sizeof(int32_t)), "argmax", "cudaMalloc")) != COPSE_OK)
-            return st;
-        if ((st = gpu_check(q->gd, cudaHostAlloc(&h, cap * sizeof(int32_t), cudaHostAllocDefault), "argmax",
-                            "cudaHostAlloc")) != COPSE_OK) {
-            (void)cudaFree(d);
-            return st;
-        }
-        if (q->am_dev)
-            (void)cudaFree(q->am_dev);
-        if (q->am_host)
-            (void)cudaFreeHost(q->am_host);
-        q->am_dev = (int32_t *)d;
-        q->am_host = (int32_t *)h;
-        q->am_cap = cap;
-    }
+    if ((st = gpu_mirror_reserve(q, sizeof(int32_t), (size_t)n < 256 ? 256 : (size_t)n, (void **)&q->am_dev,
+                                 (void **)&q->am_host, &q->am_cap, "argmax")) != COPSE_OK)
+        return st;
     GPU_LAUNCH(grid_rows(n), ROW_THREADS, 0, q->stream, k_argmax)((const float *)(void *)tdev(logits), fstride(logits), n,
                                                           logits->ne[0], q->am_dev);
     if ((st = gpu_launch_check(q, "argmax")) != COPSE_OK)

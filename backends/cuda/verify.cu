@@ -439,26 +439,8 @@ static copse_status verify_reserve(gpu_queue *q, size_t rows, size_t n_seqs)
         vs->rows_dev = (int32_t *)p;
         vs->rows_cap = cap;
     }
-    if (n_seqs > vs->out_cap) {
-        const size_t cap = n_seqs < 64 ? 64 : n_seqs;
-        void *d = NULL, *h = NULL;
-        if ((st = gpu_check(q->gd, cudaMalloc(&d, cap * sizeof(copse_verify_path)), "verify", "cudaMalloc")) !=
-            COPSE_OK)
-            return st;
-        if ((st = gpu_check(q->gd, cudaHostAlloc(&h, cap * sizeof(copse_verify_path), cudaHostAllocDefault), "verify",
-                            "cudaHostAlloc")) != COPSE_OK) {
-            (void)cudaFree(d);
-            return st;
-        }
-        if (vs->out_dev)
-            (void)cudaFree(vs->out_dev);
-        if (vs->out_host)
-            (void)cudaFreeHost(vs->out_host);
-        vs->out_dev = (copse_verify_path *)d;
-        vs->out_host = (copse_verify_path *)h;
-        vs->out_cap = cap;
-    }
-    return COPSE_OK;
+    return gpu_mirror_reserve(q, sizeof(copse_verify_path), n_seqs < 64 ? 64 : n_seqs, (void **)&vs->out_dev,
+                              (void **)&vs->out_host, &vs->out_cap, "verify");
 }
 
 copse_status op_verify(copse_backend_queue *bq, const copse_tensor *logits, const copse_verify_batch *b,
