@@ -52,7 +52,8 @@ for shape in $shapes; do
         fi
         echo "== $shape $type on $backend" >&2
         # shellcheck disable=SC2086
-        "$copse" bench decode -m "$m" --backend "$backend" --json ${COPSE_BENCH_ARGS:-} | tee -a "$out" >&2
+        "$copse" bench decode -m "$m" --backend "$backend" --json ${COPSE_BENCH_ARGS:-} \
+            | python3 -c 'import json, sys; print(json.dumps(json.load(sys.stdin)))' | tee -a "$out" >&2
     done
 done
 echo "gpu-bench: results in $out" >&2

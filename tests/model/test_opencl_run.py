@@ -23,6 +23,7 @@ Exit 0 pass, 1 fail, 77 skip (no model or no OpenCL device).
 """
 
 import glob
+import json
 import os
 import re
 import subprocess
@@ -33,28 +34,9 @@ COPSE = os.environ.get("COPSE_BIN", "copse")
 MODEL_DIR = os.environ.get("COPSE_MODEL_DIR") or os.path.expanduser("~/.cache/copse")
 MODEL = os.path.join(MODEL_DIR, "SmolLM2-135M-Instruct.Q4_1.gguf")
 
-PROMPTS = [
-    "The capital of France is",
-    "The cat sat on the mat. The cat sat on the mat. The cat",
-    "1, 2, 3, 4, 5, 6, 7, 8,",
-    "Once upon a time",
-    "def add(a, b):\n    return a + b\n\ndef sub(a, b):\n",
-    "In machine learning, a transformer is",
-    "Q: What is 2 + 2?\nA:",
-    "<|im_start|>user\nList three fruits.<|im_end|>\n<|im_start|>assistant\n",
-    "The quick brown fox",
-    "Water boils at",
-    "red green blue red green blue red",
-    "My favourite programming language is",
-    "<|im_start|>user\nWhat is the largest planet?<|im_end|>\n<|im_start|>assistant\n",
-    "The history of the Roman Empire",
-    "Photosynthesis is the process by which",
-    "Dear Sir or Madam,",
-    "import numpy as np\n\n",
-    "The three primary colors are",
-    "<|im_start|>user\nWrite a haiku about rain.<|im_end|>\n<|im_start|>assistant\n",
-    "a",
-]
+# The prompts of the backend end-to-end comparisons (also scripts/backend-equal.py).
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "e2e-prompts.json"), encoding="utf-8") as f:
+    PROMPTS = json.load(f)
 
 failures = 0
 
