@@ -2,7 +2,7 @@
  * test-conformance.c — every op of a backend's queue against the CPU
  * backend's scalar reference, on fresh random inputs.
  *
- *   test-conformance BACKEND [--bench]
+ *   test-conformance BACKEND [--bench | --quick]
  *
  * BACKEND is a registered backend's name (copse__backend_find); every device
  * it has is tested. No such backend in this build, or no device: exit 77
@@ -62,6 +62,8 @@
  * Also: a huge allocation fails with COPSE_ENOMEM, no crash.
  *
  * --bench: prints each op's time on the default model's shapes instead.
+ * --quick: skips the large matmul shapes and repeats nothing (for the
+ * sanitizer build, where the point is memory errors at the edges).
  */
 #include "test.h"
 
@@ -82,6 +84,7 @@ static uint64_t rng;
 static copse_backend_dev *cpu_dev, *dut_dev;
 static copse_backend_queue *refq, *dutq;
 static const char *dut_name;
+static bool quick; /* --quick: small shapes only (sanitizer builds) */
 /* The CPU's Q16 queue (scalar level ref_q8, one thread): the exact matmul
  * oracle of backends that follow cpu-kernels.h's canonical orders. */
 static copse_backend_queue *q16q;
@@ -432,6 +435,8 @@ static void test_small_ops(void)
 
 static void test_matmul_one(uint32_t type, int64_t k, int64_t n_out, int64_t n, bool required)
 {
+    if (quick && k * n_out * n > 2000000)
+        return; /* the default model's shapes: what they add is speed, not edges */
     const size_t rb = row_bytes(type, k);
     uint8_t *w = xmalloc(rb * (size_t)n_out);
     fill_weights(type, w, k, n_out);
@@ -779,7 +784,7 @@ static void test_attention_one(int n_seqs, int n_heads, int n_kv_heads, int hd, 
 
 static void test_attention(void)
 {
-    for (int rep = 0; rep < 2; rep++) {
+    for (int rep = 0; rep < (quick ? 1 : 2); rep++) {
         test_attention_one(1, 9, 3, 64, 16, COPSE_Q_F32, false, false);
         test_attention_one(3, 9, 3, 64, 16, COPSE_Q_F32, true, false);
         test_attention_one(2, 9, 3, 64, 16, COPSE_Q_F16, true, false);
@@ -794,7 +799,7 @@ static void test_attention(void)
     }
     /* appending to scratch (model drafters), where the device supports it */
     if (dutq->iface.attention_scratch_base) {
-        for (int rep = 0; rep < 2; rep++) {
+        for (int rep = 0; rep < (quick ? 1 : 2); rep++) {
             test_attention_one(3, 9, 3, 64, 16, COPSE_Q_F16, true, true);
             test_attention_one(2, 4, 2, 32, 5, COPSE_Q_F32, false, true);
         }
@@ -1310,10 +1315,11 @@ static int bench(void)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s BACKEND [--bench]\n", argv[0]);
+        fprintf(stderr, "usage: %s BACKEND [--bench | --quick]\n", argv[0]);
         return 2;
     }
     const bool do_bench = argc > 2 && strcmp(argv[2], "--bench") == 0;
+    quick = argc > 2 && strcmp(argv[2], "--quick") == 0;
     setvbuf(stdout, NULL, _IOLBF, 0); /* lines interleave with stderr in logs */
     dut_name = argv[1];
     copse_backend_reg *reg = copse__backend_find(dut_name);
