@@ -266,14 +266,16 @@ int copse__cmd_bench(int argc, char **argv)
     }
     const copse_hparams *hp = copse__forward_hparams(b.f);
     b.n_vocab = hp->n_vocab;
-    b.ids = malloc(sizeof *b.ids * (size_t)(o.prompt_tokens + 1));
+    /* prompt ids, also the verify passes' new tokens (ids 1 .. MAX_VERIFY) */
+    const int n_ids = (o.prompt_tokens > MAX_VERIFY ? o.prompt_tokens : MAX_VERIFY) + 1;
+    b.ids = malloc(sizeof *b.ids * (size_t)n_ids);
     b.rows = malloc(sizeof *b.rows * fp.max_tokens);
     b.logits = malloc(sizeof(float) * hp->n_vocab * fp.max_tokens);
     if (!b.ids || !b.rows || !b.logits || copse__kvcache_seq_add(copse__forward_kv(b.f), &b.seq) != COPSE_OK) {
         fprintf(stderr, "copse bench: out of memory\n");
         goto done;
     }
-    for (int i = 0; i <= o.prompt_tokens; i++)
+    for (int i = 0; i < n_ids; i++)
         b.ids[i] = (copse_token)((uint32_t)(i * 2654435761u + 12345u) % hp->n_vocab);
     for (uint32_t i = 0; i < fp.max_tokens; i++)
         b.rows[i] = (int32_t)i;

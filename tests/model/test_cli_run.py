@@ -122,7 +122,7 @@ def main():
         keys = ["prefill_tok_s", "decode_tok_s", "floor_decode_tok_s", "threads", "verify_cost_ratio"]
         check(bench.returncode == 0 and all(k in j for k in keys), "bench --json has %s" % keys)
         vc = j.get("verify_cost_ratio", {})
-        check(sorted(vc, key=int) == ["1", "2", "4", "8", "16", "32"] and abs(vc.get("1", 0) - 1) < 1e-9
+        check(sorted(vc, key=int) == ["1", "2", "4", "8", "16", "32", "64"] and abs(vc.get("1", 0) - 1) < 1e-9
               and all(v > 0 for v in vc.values()), "verification cost curve keyed by n, 1 at n = 1")
         check(j.get("decode_tok_s", 0) > 0 and j.get("floor_decode_tok_s", 0) > 0 and j.get("threads") == 2,
               "positive speeds, threads reported")
