@@ -1,6 +1,7 @@
 /*
  * matmul.cu — quantized weights x f32 activations (also built for HIP),
- * bit-identical to the CPU backend's default matmul.
+ * bit-identical to the CPU backend's default matmul (unless the opt-in
+ * F16 / BF16 tensor-core path below is turned on).
  *
  * out[t][r] = dot(w row r, x[t]) follows the canonical orders of
  * backends/cpu/cpu-kernels.h exactly, so every result equals the CPU's Q16
@@ -46,11 +47,42 @@
  * (MM_MMA_MIN_TOK); as both compute the canonical result, it never changes
  * an output bit: batch invariance by arithmetic.
  *
+ * Opt-in, CUDA only: F16 / BF16 weights on tensor cores (k_mm_hmma). With
+ * COPSE_GPU_F16_MMA=1 in the environment (read once per process), F16 and
+ * BF16 weights with k a multiple of 16 take k_mm_hmma from MM_HMMA_MIN_TOK
+ * tokens on: the activations rounded to f16 (F16 weights) or bf16 (BF16
+ * weights, round to nearest even), the weights as stored, products summed
+ * in f32 by mma.m16n8k16 (order and rounding of the sums left to the
+ * hardware). A thread block of 4 warps takes 64 rows x 64 tokens, weights
+ * and rounded activations staged in shared memory 32 columns at a time,
+ * each warp a 32 x 32 quarter (2 x 4 mma tiles). What it trades:
+ *   - results differ from the CPU's (and from k_mm_f32's) by the rounding
+ *     of each activation — relative 2^-11 (f16) or 2^-8 (bf16) per element,
+ *     f16 also flushing magnitudes below 2^-24 and overflowing above 65504
+ *     — plus a different f32 summation order; tests/conformance holds it to
+ *     |a - r| <= sum_j |w_j x_j| u + sum_j |w_j| 2^-25 + 3e-5 sum_j |w_j x_j|
+ *     + 1e-6 (u = 2^-11 or 2^-8);
+ *   - batch invariance: a token's result depends on whether its batch
+ *     reached MM_HMMA_MIN_TOK tokens, so on F16 / BF16 models speculative
+ *     greedy output (verification batches of 64 or more) may differ from
+ *     plain decoding, and a prompt's logits from its prefill differ from
+ *     the same tokens decoded one at a time.
+ * When it might win: long prefills of F16 / BF16 models (8B class), where
+ * k_mm_f32's CUDA-core dot products are compute bound; decode and small
+ * batches never take it. It is unmeasured: it was written without a GPU
+ * (checked on the simulator, compiled for sm_80 / sm_90), so it stays off
+ * by default until docs/PERFORMANCE.md has numbers for it. HIP keeps
+ * k_mm_f32 (the variable is ignored there).
+ *
  * Not here yet (see docs/PERFORMANCE.md): staging weights in shared memory
- * with cp.async / TMA for the mma kernel, larger mma tiles for long
- * prefills, and F16 / BF16 tensor-core tiles; all need a GPU to measure.
+ * with cp.async / TMA for the mma kernels, larger mma tiles for long
+ * prefills; all need a GPU to measure.
  */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <atomic>
 
 #include "dequant.cuh"
 #include "mma.cuh"
@@ -66,6 +98,13 @@ namespace COPSE_GPU_NS {
 #define MV_TOKENS 8   /* k_mm_q16 / k_mm_f32: tokens per tile */
 #define MMA_TOK 32    /* k_mm_mma: tokens per tile (4 mma n-tiles of 8) */
 #define QUANT_THREADS 256
+
+/* The opt-in F16 / BF16 tensor-core kernel k_mm_hmma (COPSE_GPU_F16_MMA=1,
+ * CUDA only): from this many tokens on, for k a multiple of 16. */
+#define MM_HMMA_MIN_TOK 64
+#define HMMA_ROWS 64  /* k_mm_hmma: rows per tile */
+#define HMMA_TOK 64   /* k_mm_hmma: tokens per tile */
+#define HMMA_KW 16    /* k_mm_hmma: 32-bit words (2 elements each) of k per staged chunk */
 
 /* Q16 activations in the scratch: qs [n][k] int16, then d [n][nb] and
  * s [n][nb] floats. */
@@ -495,6 +534,109 @@ static __global__ void __launch_bounds__(MV_ROWS * 32)
     }
 }
 
+/* ---------------------------------------------------------------- opt-in: F16 / BF16 tensor cores */
+
+#if defined(COPSE_GPU_HAVE_MMA)
+
+/* f32 -> the 16-bit element of the mma (f16 for F16 weights, bf16 for
+ * BF16), rounded to nearest even. */
+template <int TYPE>
+static __device__ __forceinline__ uint32_t hmma_round(float v)
+{
+    if (TYPE == COPSE_Q_BF16) {
+        const uint32_t u = __float_as_uint(v);
+        if ((u & 0x7fffffffu) > 0x7f800000u)
+            return (u >> 16) | 0x40u; /* NaN stays a (quiet) NaN */
+        return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    }
+    return (uint32_t)__half_as_ushort(__float2half_rn(v));
+}
+
+/* A thread block of 4 warps takes HMMA_ROWS rows x HMMA_TOK tokens; warp
+ * (wm, wn) = (warp / 2, warp % 2) the 32 x 32 quarter at rows 32 wm,
+ * tokens 32 wn: 2 m-tiles x 4 n-tiles of m16n8k16. Per HMMA_K chunk of k
+ * the block stages the weights (as stored) and the activations (rounded)
+ * in shared memory, as 32-bit words of two elements; rows, tokens and
+ * columns past the end are zeros. Rows of HMMA_KW + 4 words: the fragment
+ * loads (8 rows x 4 words per instruction) hit 32 different banks. */
+template <int TYPE>
+static __global__ void __launch_bounds__(128)
+    k_mm_hmma(const unsigned char *w, size_t wstride, int64_t n_rows, int64_t k, const float *x, size_t xs,
+              int64_t n_tok, float *out, size_t os)
+{
+    __shared__ uint32_t sw[HMMA_ROWS][HMMA_KW + 4];
+    __shared__ uint32_t sx[HMMA_TOK][HMMA_KW + 4];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
+    const int wm = warp / 2, wn = warp % 2;
+    const int64_t r0 = (int64_t)blockIdx.x * HMMA_ROWS;
+    for (int64_t t0 = (int64_t)blockIdx.y * HMMA_TOK; t0 < n_tok; t0 += (int64_t)gridDim.y * HMMA_TOK) {
+        float acc[2][4][4];
+#pragma unroll
+        for (int i = 0; i < 2; i++)
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    acc[i][j][e] = 0.0f;
+        for (int64_t k0 = 0; k0 < k; k0 += 2 * HMMA_KW) {
+            __syncthreads(); /* the previous chunk is read */
+            for (int idx = threadIdx.x; idx < HMMA_ROWS * HMMA_KW; idx += 128) {
+                const int rr = idx / HMMA_KW, c = idx % HMMA_KW;
+                const int64_t col = k0 + 2 * c; /* k is even: col + 1 < k too */
+                const int64_t row = r0 + rr, tok = t0 + rr;
+                uint32_t wv = 0, xv = 0;
+                if (row < n_rows && col < k)
+                    wv = ld_w2(w + (size_t)row * wstride + 2 * (size_t)col);
+                if (tok < n_tok && col < k) {
+                    const float *xp = x + (size_t)tok * xs + (size_t)col;
+                    xv = hmma_round<TYPE>(xp[0]) | hmma_round<TYPE>(xp[1]) << 16;
+                }
+                sw[rr][c] = wv;
+                sx[rr][c] = xv;
+            }
+            __syncthreads();
+#pragma unroll
+            for (int s = 0; s < HMMA_KW / 8; s++) { /* k16 steps: words 8 s .. 8 s + 7 */
+                if (k0 + 16 * s >= k)
+                    break; /* the same for the whole block */
+                uint32_t a[2][4], b[4][2];
+#pragma unroll
+                for (int i = 0; i < 2; i++) {
+                    const int rw = 32 * wm + 16 * i + g;
+                    a[i][0] = sw[rw][8 * s + tq];
+                    a[i][1] = sw[rw + 8][8 * s + tq];
+                    a[i][2] = sw[rw][8 * s + 4 + tq];
+                    a[i][3] = sw[rw + 8][8 * s + 4 + tq];
+                }
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    const int tk = 32 * wn + 8 * j + g;
+                    b[j][0] = sx[tk][8 * s + tq];
+                    b[j][1] = sx[tk][8 * s + 4 + tq];
+                }
+#pragma unroll
+                for (int i = 0; i < 2; i++)
+#pragma unroll
+                    for (int j = 0; j < 4; j++)
+                        hmma_k16<TYPE == COPSE_Q_BF16>(acc[i][j], a[i], b[j], acc[i][j]);
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < 2; i++)
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int64_t row = r0 + 32 * wm + 16 * i + g + 8 * (e / 2);
+                    const int64_t tok = t0 + 32 * wn + 8 * j + 2 * tq + e % 2;
+                    if (row < n_rows && tok < n_tok)
+                        out[(size_t)tok * os + (size_t)row] = acc[i][j][e];
+                }
+    }
+}
+
+#endif /* COPSE_GPU_HAVE_MMA */
+
 #endif /* device code */
 
 /* ---------------------------------------------------------------- launches */
@@ -513,6 +655,46 @@ static void launch_f32(const copse_tensor *w, const copse_tensor *x, const copse
                                                          (const float *)(const void *)tdev(x),
                                                          x->row_stride / sizeof(float), n_tok,
                                                          (float *)(void *)tdev(out), out->row_stride / sizeof(float));
+}
+
+#if defined(COPSE_GPU_HAVE_MMA)
+/* COPSE_GPU_F16_MMA=1 turns the F16 / BF16 tensor-core path on; read once
+ * per process. Anything else (or unset): off, every result canonical. */
+static bool hmma_enabled(void)
+{
+    static const bool on = [] {
+        const char *e = getenv("COPSE_GPU_F16_MMA");
+        return e && strcmp(e, "1") == 0;
+    }();
+    return on;
+}
+
+/* Set at the first k_mm_hmma launch, which says once on stderr that the
+ * path is on (so a run shows that it was taken). */
+static std::atomic<bool> hmma_told(false);
+#endif
+
+/* The F16 / BF16 weights of w through k_mm_hmma, if it is enabled and the
+ * shape qualifies; false: the caller takes k_mm_f32. */
+template <int TYPE>
+static bool launch_hmma(const copse_tensor *w, const copse_tensor *x, const copse_tensor *out, cudaStream_t s)
+{
+#if defined(COPSE_GPU_HAVE_MMA)
+    const int64_t n_rows = w->ne[1], n_tok = x->ne[1], k = w->ne[0];
+    if (!hmma_enabled() || n_tok < MM_HMMA_MIN_TOK || k % 16 != 0)
+        return false;
+    if (!hmma_told.exchange(true))
+        fprintf(stderr, "copse %s: COPSE_GPU_F16_MMA=1: F16/BF16 matmuls of %d or more tokens on tensor cores "
+                        "(f16/bf16 activations: not bit-equal to the CPU)\n", COPSE_GPU_NAME, MM_HMMA_MIN_TOK);
+    dim3 grid((unsigned)((n_rows + HMMA_ROWS - 1) / HMMA_ROWS), grid_y((n_tok + HMMA_TOK - 1) / HMMA_TOK));
+    GPU_LAUNCH(grid, 128, 0, s, k_mm_hmma<TYPE>)(tdev(w), w->row_stride, n_rows, k,
+                                                 (const float *)(const void *)tdev(x), x->row_stride / sizeof(float),
+                                                 n_tok, (float *)(void *)tdev(out), out->row_stride / sizeof(float));
+    return true;
+#else
+    (void)w, (void)x, (void)out, (void)s;
+    return false;
+#endif
 }
 
 template <int TYPE, int NT>
@@ -614,8 +796,14 @@ copse_status op_matmul(copse_backend_queue *bq, const copse_tensor *w, const cop
     } else {
         switch (w->type) {
         case COPSE_Q_F32: launch_f32<COPSE_Q_F32>(w, x, out, s); break;
-        case COPSE_Q_F16: launch_f32<COPSE_Q_F16>(w, x, out, s); break;
-        case COPSE_Q_BF16: launch_f32<COPSE_Q_BF16>(w, x, out, s); break;
+        case COPSE_Q_F16:
+            if (!launch_hmma<COPSE_Q_F16>(w, x, out, s))
+                launch_f32<COPSE_Q_F16>(w, x, out, s);
+            break;
+        case COPSE_Q_BF16:
+            if (!launch_hmma<COPSE_Q_BF16>(w, x, out, s))
+                launch_f32<COPSE_Q_BF16>(w, x, out, s);
+            break;
         case COPSE_Q_Q5_K: launch_f32<COPSE_Q_Q5_K>(w, x, out, s); break;
         default: return COPSE_EUNSUPPORTED;
         }

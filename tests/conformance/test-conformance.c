@@ -30,6 +30,21 @@
  *                                        for bit the CPU's Q16 queue (level
  *                                        ref_q8, Q16 activations; the f32
  *                                        path for types without a Q16 kernel)
+ *                                        COPSE_GPU_F16_MMA=1 (cuda, gpusim):
+ *                                        F16 / BF16 weights with n >= 64
+ *                                        tokens and k % 16 == 0 take the
+ *                                        opt-in tensor-core kernel, which
+ *                                        rounds activations to f16 / bf16
+ *                                        (backends/cuda/matmul.cu); for
+ *                                        those the bound's Q16 term becomes
+ *                                        sum_j |w_j x_j| u + sum_j |w_j| 2^-25
+ *                                        (u = 2^-11 f16, 2^-8 bf16: the
+ *                                        relative rounding of each x_j; 2^-25
+ *                                        f16's absolute rounding below 2^-14;
+ *                                        the products are exact in f32), and
+ *                                        the two exact checks (the CPU's Q16
+ *                                        matmul, the token alone) use the
+ *                                        same bound instead of equality
  *   attention                            |a - r| <= 1e-5 |r| + 1e-5; and
  *                                        batch invariance: a sequence's first
  *                                        and last new tokens computed alone
@@ -64,6 +79,7 @@
  * --bench: prints each op's time on the default model's shapes instead.
  * --quick: skips the large matmul shapes and repeats nothing (for the
  * sanitizer build, where the point is memory errors at the edges).
+ * --only matmul: runs the matmul tests alone (conformance-gpusim-f16mma).
  */
 #include "test.h"
 
@@ -89,6 +105,11 @@ static bool quick; /* --quick: small shapes only (sanitizer builds) */
  * oracle of backends that follow cpu-kernels.h's canonical orders. */
 static copse_backend_queue *q16q;
 static bool exact_matmul;
+/* COPSE_GPU_F16_MMA=1 on cuda / gpusim: F16 / BF16 matmuls of at least
+ * HMMA_MIN_TOK tokens (k % 16 == 0) round activations to f16 / bf16 (the
+ * threshold is MM_HMMA_MIN_TOK of backends/cuda/matmul.cu) */
+static bool f16_mma;
+#define HMMA_MIN_TOK 64
 
 static float frand(void) /* uniform in [-1, 1) */
 {
@@ -457,14 +478,17 @@ static void test_matmul_one(uint32_t type, int64_t k, int64_t n_out, int64_t n, 
         sync_both();
         dget(&ro, r);
         dget(&dox, a);
-        /* the bound: Q16 rounding of each activation block plus accumulation */
+        /* the bound: Q16 rounding of each activation block plus accumulation;
+         * on the opt-in tensor-core path f16 / bf16 rounding of each activation */
+        const bool hmma = f16_mma && (type == COPSE_Q_F16 || type == COPSE_Q_BF16) && n >= HMMA_MIN_TOK && k % 16 == 0;
+        const double u = type == COPSE_Q_BF16 ? 0x1p-8 : 0x1p-11;
         double *bound = xmalloc(sizeof(double) * cnt);
         float *wrow = xmalloc(sizeof(float) * (size_t)k);
         for (int64_t o = 0; o < n_out; o++) {
             CHECK_STATUS(copse__dequantize_row(type, w + (size_t)o * rb, wrow, k), COPSE_OK);
             for (int64_t t = 0; t < n; t++) {
                 const float *xt = x + (size_t)(t * k);
-                double q = 0.0, mag = 0.0;
+                double q = 0.0, mag = 0.0, wall = 0.0;
                 for (int64_t b0 = 0; b0 < k; b0 += 32) {
                     double amax = 0.0, wsum = 0.0;
                     for (int64_t j = b0; j < b0 + 32 && j < k; j++) {
@@ -472,14 +496,16 @@ static void test_matmul_one(uint32_t type, int64_t k, int64_t n_out, int64_t n, 
                         wsum += fabs((double)wrow[j]);
                     }
                     q += amax / (2.0 * 32767.0) * wsum;
+                    wall += wsum;
                 }
                 for (int64_t j = 0; j < k; j++)
                     mag += fabs((double)wrow[j] * (double)xt[j]);
+                if (hmma)
+                    q = mag * u + wall * 0x1p-25;
                 bound[(size_t)(t * n_out + o)] = q + 3e-5 * mag + 1e-6;
             }
         }
         compare(what, a, r, cnt, 0.0, 0.0, bound);
-        free(bound);
         free(wrow);
         if (exact_matmul) {
             float *e = xmalloc(4 * cnt);
@@ -488,8 +514,13 @@ static void test_matmul_one(uint32_t type, int64_t k, int64_t n_out, int64_t n, 
             CHECK_STATUS(q16q->iface.synchronize(q16q), COPSE_OK);
             dget(&eo, e);
             char w2[200];
-            snprintf(w2, sizeof w2, "%s: equals the CPU's Q16 matmul", what);
-            compare_exact(w2, a, e, 4 * cnt);
+            if (hmma) {
+                snprintf(w2, sizeof w2, "%s: near the CPU's Q16 matmul (f16 mma)", what);
+                compare(w2, a, e, cnt, 0.0, 0.0, bound);
+            } else {
+                snprintf(w2, sizeof w2, "%s: equals the CPU's Q16 matmul", what);
+                compare_exact(w2, a, e, 4 * cnt);
+            }
             dfree(&eo);
             free(e);
         }
@@ -503,12 +534,18 @@ static void test_matmul_one(uint32_t type, int64_t k, int64_t n_out, int64_t n, 
                 CHECK_STATUS(dutq->iface.synchronize(dutq), COPSE_OK);
                 dget(&o1, one);
                 char w2[320];
-                snprintf(w2, sizeof w2, "%s: token %lld alone equals it in the batch", what, (long long)t);
-                compare_exact(w2, one, a + (size_t)(t * n_out), 4 * (size_t)n_out);
+                if (hmma) { /* alone: k_mm_f32, canonical; in the batch: k_mm_hmma */
+                    snprintf(w2, sizeof w2, "%s: token %lld alone near it in the batch (f16 mma)", what, (long long)t);
+                    compare(w2, one, a + (size_t)(t * n_out), (size_t)n_out, 0.0, 0.0, bound + (size_t)(t * n_out));
+                } else {
+                    snprintf(w2, sizeof w2, "%s: token %lld alone equals it in the batch", what, (long long)t);
+                    compare_exact(w2, one, a + (size_t)(t * n_out), 4 * (size_t)n_out);
+                }
                 dfree(&x1);
                 dfree(&o1);
             }
         }
+        free(bound);
     }
     dfree(&rw);
     dfree(&dw);
@@ -558,6 +595,21 @@ static void test_matmul(void)
                 }
             }
         }
+    }
+    /* F16 / BF16 across the opt-in tensor-core kernel's threshold (64
+     * tokens) and tiles (64 rows x 64 tokens, 32 columns a chunk): rows
+     * that are no multiple of the tile, token counts that are and are not,
+     * k = 336 ending in half a chunk; exact by default, within the f16 /
+     * bf16 bound with COPSE_GPU_F16_MMA=1 */
+    if (exact_matmul) {
+        static const uint32_t htypes[] = {COPSE_Q_F16, COPSE_Q_BF16};
+        static const int64_t hk[][2] = {{576, 37}, {1536, 200}, {336, 200}};
+        for (size_t ti = 0; ti < 2; ti++)
+            for (size_t si = 0; si < sizeof hk / sizeof hk[0]; si++) {
+                test_matmul_one(htypes[ti], hk[si][0], hk[si][1], 64, true);
+                test_matmul_one(htypes[ti], hk[si][0], hk[si][1], 100, true);
+            }
+        test_matmul_one(COPSE_Q_F16, 584, 37, 64, true); /* k % 16 != 0: k_mm_f32 even when enabled */
     }
     /* the default model's output head (Q4_1 shares the tied embedding's type) */
     test_matmul_one(COPSE_Q_Q4_1, 576, 49152, 1, true);
@@ -1315,11 +1367,16 @@ static int bench(void)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s BACKEND [--bench | --quick]\n", argv[0]);
+        fprintf(stderr, "usage: %s BACKEND [--bench | --quick | --only matmul]\n", argv[0]);
         return 2;
     }
     const bool do_bench = argc > 2 && strcmp(argv[2], "--bench") == 0;
     quick = argc > 2 && strcmp(argv[2], "--quick") == 0;
+    const bool only_matmul = argc > 3 && strcmp(argv[2], "--only") == 0 && strcmp(argv[3], "matmul") == 0;
+    if (argc > 2 && !do_bench && !quick && !only_matmul) {
+        fprintf(stderr, "usage: %s BACKEND [--bench | --quick | --only matmul]\n", argv[0]);
+        return 2;
+    }
     setvbuf(stdout, NULL, _IOLBF, 0); /* lines interleave with stderr in logs */
     dut_name = argv[1];
     copse_backend_reg *reg = copse__backend_find(dut_name);
@@ -1343,6 +1400,11 @@ int main(int argc, char **argv)
         return 1;
     }
     exact_matmul = strcmp(dut_name, "cuda") == 0 || strcmp(dut_name, "hip") == 0 || strcmp(dut_name, "gpusim") == 0;
+    const char *fm = getenv("COPSE_GPU_F16_MMA");
+    f16_mma = fm && strcmp(fm, "1") == 0 && (strcmp(dut_name, "cuda") == 0 || strcmp(dut_name, "gpusim") == 0);
+    if (f16_mma)
+        printf("COPSE_GPU_F16_MMA=1: F16/BF16 matmuls of >= %d tokens checked against the f16/bf16 bound\n",
+               HMMA_MIN_TOK);
     if (exact_matmul && copse__cpu_queue_create_act(cpu_dev, 1, copse__cpu_kernels_level(COPSE_CPU_LEVEL_REF_Q8),
                                                     COPSE_CPU_ACT_Q16, &q16q) != COPSE_OK) {
         fprintf(stderr, "cannot create the CPU Q16 queue\n");
@@ -1373,6 +1435,11 @@ int main(int argc, char **argv)
             if (q16q)
                 q16q->iface.destroy(q16q);
             return rc;
+        }
+        if (only_matmul) {
+            test_matmul();
+            dutq->iface.destroy(dutq);
+            continue;
         }
         test_embed();
         test_small_ops();
