@@ -385,6 +385,7 @@ copse_status gpu_scratch(gpu_queue *q, size_t n, void **out, const char *op)
                 copse_err_name(st));
         return st; /* COPSE_ENOMEM when the device is out of memory */
     }
+    GPU_MEM_USED(p, cap, cap); /* all of it: later calls use up to scratch_cap */
     q->scratch = p;
     q->scratch_cap = cap;
     *out = p;
