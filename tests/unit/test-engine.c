@@ -390,7 +390,9 @@ static void test_kv_correct(copse_forward *f)
     }
     uint64_t proposed = 0, accepted = 0;
     int checked = 0;
-    for (int round = 0; round < 4; round++) {
+    /* 2 rounds on a device backend: on the simulator a check is slow */
+    const int rounds = strcmp(backend_name, "cpu") == 0 ? 4 : 2;
+    for (int round = 0; round < rounds; round++) {
         for (int s = 0; s < 15; s++) {
             const copse_engine_event *ev;
             int32_t n_ev;
@@ -407,7 +409,7 @@ static void test_kv_correct(copse_forward *f)
     }
     fprintf(stderr, "KV: %d sequence checks equal to plain prefill (max proposed %llu, accepted %llu)\n", checked,
             (unsigned long long)proposed, (unsigned long long)accepted);
-    CHECK(checked >= 16);
+    CHECK(checked >= 4 * rounds); /* half the requests or more still running at each round */
     CHECK(proposed > accepted); /* there were rejections */
     for (int i = 0; i < 8; i++)
         copse__engine_cancel(e, ids[i]);
