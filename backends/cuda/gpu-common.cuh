@@ -64,6 +64,7 @@
 #define GPU_MEM_USED(p, used, cap) ((void)0)
 #endif
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -240,6 +241,53 @@ static __device__ __forceinline__ float warp_max(float v)
     for (int o = COPSE_WARP / 2; o > 0; o /= 2)
         v = fmaxf(v, gpu_shfl_xor(v, o));
     return v;
+}
+
+/* Block reductions: every thread's v combined by OP (the xor butterfly of
+ * the warp helpers above, then the warps' results in warp order), the
+ * result in every thread. blockDim.x a multiple of COPSE_WARP, at most
+ * COPSE_WARP warps; sh holds one T per warp. */
+struct red_add {
+    template <typename T> __device__ __forceinline__ T operator()(T a, T b) const { return a + b; }
+};
+struct red_max {
+    __device__ __forceinline__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+template <typename T, typename OP>
+static __device__ __forceinline__ T block_reduce(T v, T *sh, T identity, OP op)
+{
+    const int lane = threadIdx.x % COPSE_WARP, w = threadIdx.x / COPSE_WARP, nw = blockDim.x / COPSE_WARP;
+    for (int o = COPSE_WARP / 2; o > 0; o /= 2)
+        v = op(v, gpu_shfl_xor(v, o));
+    if (lane == 0)
+        sh[w] = v;
+    __syncthreads();
+    v = lane < nw ? sh[lane] : identity;
+    for (int o = COPSE_WARP / 2; o > 0; o /= 2)
+        v = op(v, gpu_shfl_xor(v, o));
+    __syncthreads();
+    return v;
+}
+
+static __device__ __forceinline__ float block_sum(float v, float *sh)
+{
+    return block_reduce(v, sh, 0.0f, red_add());
+}
+
+static __device__ __forceinline__ double block_sum_d(double v, double *sh)
+{
+    return block_reduce(v, sh, 0.0, red_add());
+}
+
+static __device__ __forceinline__ int block_sum_i(int v, int *sh)
+{
+    return block_reduce(v, sh, 0, red_add());
+}
+
+static __device__ __forceinline__ float block_max(float v, float *sh)
+{
+    return block_reduce(v, sh, -INFINITY, red_max());
 }
 
 /* Little-endian fields at any alignment. */

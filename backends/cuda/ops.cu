@@ -42,46 +42,6 @@ static size_t fstride(const copse_tensor *t)
     return t->row_stride / sizeof(float);
 }
 
-/* Block reductions (blockDim.x a multiple of COPSE_WARP, <= 1024). */
-static __device__ double block_sum_d(double v, double *sh)
-{
-    const int lane = threadIdx.x % COPSE_WARP, w = threadIdx.x / COPSE_WARP, nw = blockDim.x / COPSE_WARP;
-    v = warp_sum_d(v);
-    if (lane == 0)
-        sh[w] = v;
-    __syncthreads();
-    v = lane < nw ? sh[lane] : 0.0;
-    v = warp_sum_d(v);
-    __syncthreads();
-    return v;
-}
-
-static __device__ float block_sum(float v, float *sh)
-{
-    const int lane = threadIdx.x % COPSE_WARP, w = threadIdx.x / COPSE_WARP, nw = blockDim.x / COPSE_WARP;
-    v = warp_sum(v);
-    if (lane == 0)
-        sh[w] = v;
-    __syncthreads();
-    v = lane < nw ? sh[lane] : 0.0f;
-    v = warp_sum(v);
-    __syncthreads();
-    return v;
-}
-
-static __device__ float block_max(float v, float *sh)
-{
-    const int lane = threadIdx.x % COPSE_WARP, w = threadIdx.x / COPSE_WARP, nw = blockDim.x / COPSE_WARP;
-    v = warp_max(v);
-    if (lane == 0)
-        sh[w] = v;
-    __syncthreads();
-    v = lane < nw ? sh[lane] : -INFINITY;
-    v = warp_max(v);
-    __syncthreads();
-    return v;
-}
-
 /* ---------------------------------------------------------------- embed */
 
 template <int TYPE>

@@ -84,34 +84,6 @@ void verify_scratch_free(gpu_queue *q)
 
 /* ---------------------------------------------------------------- block reductions */
 
-static __device__ float vblock_max(float v, float *sh)
-{
-    const int lane = threadIdx.x % COPSE_WARP, w = threadIdx.x / COPSE_WARP, nw = blockDim.x / COPSE_WARP;
-    v = warp_max(v);
-    if (lane == 0)
-        sh[w] = v;
-    __syncthreads();
-    v = lane < nw ? sh[lane] : -INFINITY;
-    v = warp_max(v);
-    __syncthreads();
-    return v;
-}
-
-static __device__ int vblock_sum_i(int v, int *sh)
-{
-    const int lane = threadIdx.x % COPSE_WARP, w = threadIdx.x / COPSE_WARP, nw = blockDim.x / COPSE_WARP;
-    for (int o = COPSE_WARP / 2; o > 0; o /= 2)
-        v += gpu_shfl_xor(v, o);
-    if (lane == 0)
-        sh[w] = v;
-    __syncthreads();
-    v = lane < nw ? sh[lane] : 0;
-    for (int o = COPSE_WARP / 2; o > 0; o /= 2)
-        v += gpu_shfl_xor(v, o);
-    __syncthreads();
-    return v;
-}
-
 /* The per-thread chunk sums part[] added in thread order by thread 0, so
  * the total's rounding follows id order as closely as a block can. */
 static __device__ double vblock_sum_ordered(double v, double *part, double *out)
@@ -172,8 +144,8 @@ static __global__ void k_verify_argmax(const float *x, size_t xs, int64_t n, int
             si[w] = bi;
         }
         __syncthreads();
-        bad = vblock_sum_i(bad, sc);
-        ninf = vblock_sum_i(ninf, sc);
+        bad = block_sum_i(bad, sc);
+        ninf = block_sum_i(ninf, sc);
         if (threadIdx.x == 0) {
             for (int k = 1; k < nw; k++)
                 if (si[k] >= 0 && (bi < 0 || sv[k] > bv || (sv[k] == bv && si[k] < bi))) {
@@ -269,9 +241,9 @@ static __global__ void __launch_bounds__(VERIFY_THREADS)
                 ninf += v == -INFINITY;
                 m = v > m ? v : m;
             }
-            m = vblock_max(m, shf);
-            bad = vblock_sum_i(bad, shi);
-            ninf = vblock_sum_i(ninf, shi);
+            m = block_max(m, shf);
+            bad = block_sum_i(bad, shi);
+            ninf = block_sum_i(ninf, shi);
             if (bad || ninf == d) {
                 if (tid == 0) {
                     o->status = bad ? COPSE_EINVAL : COPSE_ERANGE;
