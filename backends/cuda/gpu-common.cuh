@@ -243,6 +243,21 @@ static __device__ __forceinline__ float warp_max(float v)
     return v;
 }
 
+/* Argmax over the warp of (value, index) pairs: the larger value wins,
+ * then the lower index; index -1 (nothing seen) loses. */
+template <typename I>
+static __device__ __forceinline__ void warp_argmax(float &bv, I &bi)
+{
+    for (int o = COPSE_WARP / 2; o > 0; o /= 2) {
+        const float ov = gpu_shfl_xor(bv, o);
+        const I oi = gpu_shfl_xor(bi, o);
+        if (oi >= 0 && (bi < 0 || ov > bv || (ov == bv && oi < bi))) {
+            bv = ov;
+            bi = oi;
+        }
+    }
+}
+
 /* Block reductions: every thread's v combined by OP (the xor butterfly of
  * the warp helpers above, then the warps' results in warp order), the
  * result in every thread. blockDim.x a multiple of COPSE_WARP, at most

@@ -357,7 +357,7 @@ static __global__ void k_argmax(const float *x, size_t xs, int64_t n, int64_t d,
     for (int64_t t = blockIdx.x; t < n; t += gridDim.x) {
         const float *xr = x + (size_t)t * xs;
         float bv = -INFINITY;
-        int64_t bi = -1;
+        long long bi = -1;
         for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
             const float v = xr[i];
             if (v != v)
@@ -367,15 +367,7 @@ static __global__ void k_argmax(const float *x, size_t xs, int64_t n, int64_t d,
                 bi = i;
             }
         }
-        /* (value, index) pairs: larger value wins, then the lower index; -1 loses */
-        for (int o = COPSE_WARP / 2; o > 0; o /= 2) {
-            const float ov = gpu_shfl_xor(bv, o);
-            const long long oi = gpu_shfl_xor((long long)bi, o);
-            if (oi >= 0 && (bi < 0 || ov > bv || (ov == bv && oi < bi))) {
-                bv = ov;
-                bi = oi;
-            }
-        }
+        warp_argmax(bv, bi);
         if (lane == 0) {
             sv[w] = bv;
             si[w] = bi;

@@ -130,15 +130,7 @@ static __global__ void k_verify_argmax(const float *x, size_t xs, int64_t n, int
                 bi = (int)i;
             }
         }
-        /* (value, index): larger value wins, then the lower index; -1 loses */
-        for (int o = COPSE_WARP / 2; o > 0; o /= 2) {
-            const float ov = gpu_shfl_xor(bv, o);
-            const int oi = gpu_shfl_xor(bi, o);
-            if (oi >= 0 && (bi < 0 || ov > bv || (ov == bv && oi < bi))) {
-                bv = ov;
-                bi = oi;
-            }
-        }
+        warp_argmax(bv, bi);
         if (lane == 0) {
             sv[w] = bv;
             si[w] = bi;
