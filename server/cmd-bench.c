@@ -1,6 +1,7 @@
 /*
  * cmd-bench.c — `copse bench decode`: prefill and decode speed of a model on
- * the CPU backend, the memory-bandwidth floor, and the verification cost
+ * the CPU backend or a device (--backend), the memory-bandwidth floor (host
+ * read or device copy bandwidth), and the verification cost
  * curve (the time of one forward pass over n new tokens, relative to n = 1).
  *
  * Every number is a median over --runs repetitions. Token ids are random:
@@ -46,7 +47,8 @@ static void usage(FILE *f)
                "               at the memory bandwidth measured here (host: read bandwidth with the\n"
                "               threads; a device backend: its device-to-device copy bandwidth)\n"
                "  verify cost  time of one pass over n = 1, 2, 4, 8, 16, 32, 64 new tokens at depth N,\n"
-               "               logits for all n, relative to n = 1\n"
+               "               logits for all n (left where the backend computed them, as the\n"
+               "               engine leaves them for the verify op), relative to n = 1\n"
                "--json prints one JSON object instead of the table.\n");
 }
 
@@ -135,11 +137,11 @@ typedef struct bench {
     uint32_t n_vocab;
     copse_token *ids;   /* random prompt ids */
     int32_t *rows;      /* 0, 1, 2, ... */
-    float *logits;
 } bench;
 
 /* One forward pass over ids[0..n) after the cached tokens; commits them.
- * logits for the last `n_logits` tokens. Returns seconds, or -1 on error. */
+ * logits for the last `n_logits` tokens, not downloaded from a device (the
+ * engine verifies there). Returns seconds, or -1 on error. */
 static double pass(bench *b, const copse_token *ids, int32_t n, int32_t n_logits, int commit)
 {
     char err[256];
@@ -147,7 +149,7 @@ static double pass(bench *b, const copse_token *ids, int32_t n, int32_t n_logits
     copse_fwd_batch batch = {.n_tokens = n, .tokens = ids, .n_seqs = 1, .seq = &b->seq, .first = &first,
                              .n_new = &n, .n_logits = n_logits, .logit_rows = b->rows + (n - n_logits)};
     double t0 = now_s();
-    if (copse__forward_run(b->f, &batch, b->logits, err, sizeof err) != COPSE_OK) {
+    if (copse__forward_run(b->f, &batch, NULL, err, sizeof err) != COPSE_OK) {
         fprintf(stderr, "copse bench: %s\n", err);
         return -1;
     }
@@ -270,8 +272,7 @@ int copse__cmd_bench(int argc, char **argv)
     const int n_ids = (o.prompt_tokens > MAX_VERIFY ? o.prompt_tokens : MAX_VERIFY) + 1;
     b.ids = malloc(sizeof *b.ids * (size_t)n_ids);
     b.rows = malloc(sizeof *b.rows * fp.max_tokens);
-    b.logits = malloc(sizeof(float) * hp->n_vocab * fp.max_tokens);
-    if (!b.ids || !b.rows || !b.logits || copse__kvcache_seq_add(copse__forward_kv(b.f), &b.seq) != COPSE_OK) {
+    if (!b.ids || !b.rows || copse__kvcache_seq_add(copse__forward_kv(b.f), &b.seq) != COPSE_OK) {
         fprintf(stderr, "copse bench: out of memory\n");
         goto done;
     }
@@ -403,7 +404,6 @@ done_t:
 done:
     free(b.ids);
     free(b.rows);
-    free(b.logits);
     copse__forward_destroy(b.f);
     copse__gguf_close(g);
     return rc;
